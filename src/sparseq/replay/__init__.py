@@ -1,0 +1,5 @@
+"""Device-resident replay buffers."""
+
+from sparseq.replay.uniform import ReplayState, UniformReplay
+
+__all__ = ["ReplayState", "UniformReplay"]

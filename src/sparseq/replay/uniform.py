@@ -1,0 +1,136 @@
+"""Uniform ring-buffer replay over time-ordered environment streams.
+
+Layout: slot u % C of stream e holds what environment e saw at time step u: the
+observation the action was taken in, the action, the reward, and the end flags. The
+next observation of entry t is the observation of entry t + 1, so observations are
+stored once. A frame-deduplicating Atari buffer can keep the same indexing and only
+change how `obs` is stored and gathered.
+
+Sampling is uniform over valid starts: a start t must lie in the stored window and
+have its n-step window written (t + n <= newest), and must not be envpool's auto-reset
+step. Invalid candidates are rejected: `candidates_per_sample` uniform draws are made
+per batch element and the first valid ones kept, which is exactly uniform over the
+valid starts (auto-reset steps are one per episode, so rejections are rare).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from sparseq.types import Batch, Transition
+
+
+class ReplayState(eqx.Module):
+    obs: Array  # (C, N, *obs_shape)
+    action: Array  # (C, N) int32
+    reward: Array  # (C, N) float32
+    terminated: Array  # (C, N) bool
+    truncated: Array  # (C, N) bool
+    is_reset_step: Array  # (C, N) bool
+    count: Array  # () int32: time steps written so far (per stream)
+
+
+class UniformReplay(eqx.Module):
+    """Attributes:
+    capacity: transitions kept in total (all environments); C = capacity // N slots.
+    batch_size: B, samples per `sample` call.
+    num_envs: N, streams written per `add`.
+    n_step: horizon of the returns.
+    gamma: discount used to fold n-step rewards.
+    candidates_per_sample: rejection-sampling draws per batch element.
+    """
+
+    capacity: int = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+    num_envs: int = eqx.field(static=True)
+    n_step: int = eqx.field(static=True, default=1)
+    gamma: float = eqx.field(static=True, default=0.99)
+    candidates_per_sample: int = eqx.field(static=True, default=4)
+
+    @property
+    def slots(self) -> int:
+        return max(self.capacity // self.num_envs, self.n_step + 2)
+
+    def init(self, obs_shape: tuple[int, ...], obs_dtype) -> ReplayState:
+        c, n = self.slots, self.num_envs
+        return ReplayState(
+            obs=jnp.zeros((c, n, *obs_shape), obs_dtype),
+            action=jnp.zeros((c, n), jnp.int32),
+            reward=jnp.zeros((c, n), jnp.float32),
+            terminated=jnp.zeros((c, n), bool),
+            truncated=jnp.zeros((c, n), bool),
+            is_reset_step=jnp.ones((c, n), bool),
+            count=jnp.zeros((), jnp.int32),
+        )
+
+    def add(self, state: ReplayState, transition: Transition) -> ReplayState:
+        """Writes one time step of every stream (in place when the state is donated)."""
+        slot = state.count % self.slots
+
+        def write(buffer: Array, value: Array) -> Array:
+            return jax.lax.dynamic_update_index_in_dim(buffer, value.astype(buffer.dtype), slot, 0)
+
+        return ReplayState(
+            obs=write(state.obs, transition.obs),
+            action=write(state.action, transition.action),
+            reward=write(state.reward, transition.reward),
+            terminated=write(state.terminated, transition.terminated),
+            truncated=write(state.truncated, transition.truncated),
+            is_reset_step=write(state.is_reset_step, transition.is_reset_step),
+            count=state.count + 1,
+        )
+
+    def num_valid_starts(self, state: ReplayState) -> Array:
+        """() int32: starts in the window whose n-step window is written (upper bound
+        on the samplable transitions; auto-reset steps among them are rejected)."""
+        oldest = jnp.maximum(state.count - self.slots, 0)
+        newest_start = state.count - 1 - self.n_step
+        return jnp.maximum(newest_start - oldest + 1, 0) * self.num_envs
+
+    def sample_indices(self, state: ReplayState, key: Array) -> tuple[Array, Array]:
+        """Returns (time_index, env_index), each (B,) int32, uniform over valid starts."""
+        b = self.batch_size
+        m = b * self.candidates_per_sample
+        oldest = jnp.maximum(state.count - self.slots, 0)
+        num_starts = jnp.maximum(state.count - self.n_step - oldest, 1)
+        time_key, env_key = jax.random.split(key)
+        times = oldest + jax.random.randint(time_key, (m,), 0, num_starts)
+        envs = jax.random.randint(env_key, (m,), 0, self.num_envs)
+        valid = ~state.is_reset_step[times % self.slots, envs]
+        # Stable sort puts valid candidates first, in draw order.
+        order = jnp.argsort(~valid, stable=True)[:b]
+        # If fewer than B candidates were valid (tiny buffers), reuse the first one.
+        order = jnp.where(valid[order], order, order[0])
+        return times[order], envs[order]
+
+    def gather(self, state: ReplayState, times: Array, envs: Array) -> Batch:
+        """Builds n-step samples starting at (times, envs), each (B,) int32."""
+        n = self.n_step
+        offsets = jnp.arange(n)
+        window = (times[:, None] + offsets[None, :]) % self.slots  # (B, n)
+        env_col = envs[:, None]
+        rewards = state.reward[window, env_col]
+        terminated = state.terminated[window, env_col]
+        ended = terminated | state.truncated[window, env_col]
+        # alive[j]: no episode end strictly before offset j.
+        ended_before = jnp.cumsum(ended, axis=1) - ended
+        alive = ended_before == 0
+        discounts = self.gamma ** offsets.astype(jnp.float32)
+        reward = jnp.sum(jnp.where(alive, rewards * discounts, 0.0), axis=1)
+        any_end = jnp.any(ended, axis=1)
+        first_end = jnp.argmax(ended, axis=1)
+        steps = jnp.where(any_end, first_end + 1, n)
+        terminal = jnp.where(any_end, terminated[jnp.arange(times.shape[0]), first_end], False)
+        discount = jnp.where(terminal, 0.0, self.gamma ** steps.astype(jnp.float32))
+        return Batch(
+            obs=state.obs[times % self.slots, envs],
+            action=state.action[times % self.slots, envs],
+            reward=reward,
+            discount=discount,
+            next_obs=state.obs[(times + steps) % self.slots, envs],
+        )
+
+    def sample(self, state: ReplayState, key: Array) -> Batch:
+        times, envs = self.sample_indices(state, key)
+        return self.gather(state, times, envs)
