@@ -77,62 +77,114 @@ class Pipeline(eqx.Module):
         )
 
     @property
-    def updates_per_due_iteration(self) -> int:
+    def collects_per_cycle(self) -> int:
+        """Iterations (N environment steps each) in one update cycle."""
+        return max(self.update_every // self.collector.num_envs, 1)
+
+    @property
+    def updates_per_cycle(self) -> int:
         return max(self.collector.num_envs // self.update_every, 1)
 
-    def _learn(self, learner_state: LearnerState, replay_state: ReplayState, key: Array):
-        keys = jax.random.split(key, self.updates_per_due_iteration)
-        sums = None
-        for k in keys:
-            batch = self.replay.sample(replay_state, k)
-            learner_state, metrics = self.learner.update(learner_state, batch)
-            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-        return learner_state, jax.tree.map(lambda x: x / len(keys), sums)
+    @property
+    def steps_per_cycle(self) -> int:
+        return self.collects_per_cycle * self.collector.num_envs
 
-    def step(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
-        """One iteration; usable directly as a `lax.scan` body."""
-        key, act_key, learn_key = jax.random.split(state.key, 3)
-        n = self.collector.num_envs
-        steps_before = state.env_steps
-        steps_after = steps_before + n
-        epsilon = self.exploration.epsilon(steps_before, self.warmup)
+    @property
+    def learning_starts(self) -> int:
+        """Environment steps after which cycles end with gradient steps: `warmup`, but
+        never before every stream holds one (n + 1)-step window."""
+        return max(self.warmup, (self.replay.n_step + 1) * self.collector.num_envs)
+
+    def learns_in_cycle(self, cycle: int) -> bool:
+        """Whether cycle `cycle` (0-based) ends with gradient steps; static, so the
+        runner can compile collect-only and learning chunks separately."""
+        return (cycle + 1) * self.steps_per_cycle >= self.learning_starts
+
+    def collect(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
+        """One iteration of acting and collection: N environment steps into the replay."""
+        key, act_key = jax.random.split(state.key)
+        epsilon = self.exploration.epsilon(state.env_steps, self.learning_starts)
         actions = self.learner.act(state.learner, state.collector.obs, act_key, epsilon)
         collector_state, transition, episodes = self.collector.step(state.collector, actions)
-        replay_state = self.replay.add(state.replay, transition)
-
-        due = (steps_after // self.update_every) > (steps_before // self.update_every)
-        ready = (steps_after >= self.warmup) & (self.replay.num_valid_starts(replay_state) > 0)
-        shapes = jax.eval_shape(self._learn, state.learner, replay_state, learn_key)[1]
-
-        def skip(ls: LearnerState, rs: ReplayState, k: Array):
-            return ls, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-        learner_state, learn_metrics = jax.lax.cond(
-            due & ready, self._learn, skip, state.learner, replay_state, learn_key
+        new_state = eqx.tree_at(
+            lambda s: (s.collector, s.replay, s.env_steps, s.key),
+            state,
+            (
+                collector_state,
+                self.replay.add(state.replay, transition),
+                state.env_steps + self.collector.num_envs,
+                key,
+            ),
         )
-        operator_states = []
-        operator_metrics: dict[str, Array] = {}
-        for operator, op_state in zip(self.operators, state.operators):
-            op_state, learner_state, metrics = operator(op_state, learner_state, steps_before, steps_after)
-            operator_states.append(op_state)
-            operator_metrics.update(metrics)
-
-        new_state = TrainState(
-            collector=collector_state,
-            replay=replay_state,
-            learner=learner_state,
-            operators=tuple(operator_states),
-            env_steps=steps_after,
-            key=key,
-        )
-        metrics = {
-            "env_steps": steps_after,
+        return new_state, {
             "epsilon": epsilon,
-            "updated": due & ready,
             "episode_return": episodes.episode_return,
             "episode_length": episodes.episode_length,
             "episode_done": episodes.done,
+        }
+
+    def learn(self, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
+        """The cycle's gradient steps, unconditionally (no `lax.cond` around them:
+        XLA:CPU runs convolutions inside a conditional about 10x slower)."""
+        keys = jax.random.split(state.key, self.updates_per_cycle + 1)
+        learner_state, sums = state.learner, None
+        for k in keys[1:]:
+            batch = self.replay.sample(state.replay, k)
+            learner_state, metrics = self.learner.update(learner_state, batch)
+            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+        metrics = jax.tree.map(lambda x: x / self.updates_per_cycle, sums)
+        return eqx.tree_at(lambda s: (s.learner, s.key), state, (learner_state, keys[0])), metrics
+
+    def learn_metric_shapes(self, state: TrainState) -> dict[str, jax.ShapeDtypeStruct]:
+        return jax.eval_shape(self.learn, state)[1]
+
+    def apply_operators(self, state: TrainState, steps_before: Array) -> tuple[TrainState, dict[str, Array]]:
+        learner_state = state.learner
+        operator_states = []
+        operator_metrics: dict[str, Array] = {}
+        for operator, op_state in zip(self.operators, state.operators):
+            op_state, learner_state, metrics = operator(op_state, learner_state, steps_before, state.env_steps)
+            operator_states.append(op_state)
+            operator_metrics.update(metrics)
+        new_state = eqx.tree_at(lambda s: (s.learner, s.operators), state, (learner_state, tuple(operator_states)))
+        return new_state, operator_metrics
+
+    def cycle(
+        self, state: TrainState, learn: bool, unroll_collect: bool = False
+    ) -> tuple[TrainState, dict[str, Array]]:
+        """`update_every` environment steps, then (if `learn`) the gradient steps, then
+        the operators. `learn` is static; `step` is the traced-flag version.
+
+        `unroll_collect` writes the collection iterations out in straight-line code
+        instead of a scan: XLA:CPU runs convolutions inside loops ~10x slower, so a
+        convolutional network on CPU is driven one cycle per jitted call.
+        """
+        steps_before = state.env_steps
+        if unroll_collect:
+            series = []
+            for _ in range(self.collects_per_cycle):
+                state, metrics = self.collect(state)
+                series.append(metrics)
+            collected = jax.tree.map(lambda *xs: jnp.stack(xs), *series)
+        else:
+            state, collected = jax.lax.scan(self.collect, state, None, length=self.collects_per_cycle)
+        if learn:
+            state, learn_metrics = self.learn(state)
+        else:
+            learn_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.learn_metric_shapes(state))
+        state, operator_metrics = self.apply_operators(state, steps_before)
+        # Per-iteration series are flattened to (steps_per_cycle,) or (steps_per_cycle, ...).
+        collected = {k: v.reshape(-1, *v.shape[2:]) if v.ndim >= 2 else v for k, v in collected.items()}
+        return state, {
+            **collected,
+            "env_steps": state.env_steps,
+            "updated": jnp.asarray(learn),
             **learn_metrics,
             **operator_metrics,
         }
-        return new_state, metrics
+
+    def step(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
+        """One cycle, learning once `learning_starts` steps are reached; a pure function
+        usable as a `lax.scan` body. (The runner uses `cycle` with a static flag.)"""
+        learns = state.env_steps + self.steps_per_cycle >= self.learning_starts
+        return jax.lax.cond(learns, lambda s: self.cycle(s, True), lambda s: self.cycle(s, False), state)

@@ -83,7 +83,9 @@ class EnvpoolCollector(eqx.Module):
         self.xla_functions = self.env.xla()[1:] if mode == "xla" else None
         space = self.env.action_space
         if not hasattr(space, "n"):
-            raise ValueError(f"task {task_id!r} has a continuous action space; sparseq's Q-learners need discrete actions")
+            raise ValueError(
+                f"task {task_id!r} has a continuous action space; sparseq's Q-learners need discrete actions"
+            )
         self.num_actions = int(space.n)
         self.obs_shape = tuple(self.env.observation_space.shape)
         self.obs_dtype = np.dtype(self.env.observation_space.dtype)

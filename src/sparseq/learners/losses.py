@@ -3,7 +3,7 @@
 Shapes: B = batch, H = heads of the online network, A = actions.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +29,7 @@ def td_targets(reward: Array, discount: Array, next_values: Array) -> Array:
     return jax.lax.stop_gradient(reward[:, None] + discount[:, None] * bootstrap)
 
 
-def iterated_td_losses(
-    q_values: Array, action: Array, targets: Array, element_loss: ElementLoss = l2
-) -> Array:
+def iterated_td_losses(q_values: Array, action: Array, targets: Array, element_loss: ElementLoss = l2) -> Array:
     """Per-head TD losses.
 
     Args:

@@ -1,6 +1,7 @@
 """Helpers for populations of networks stored as one stacked pytree (leading axis P)."""
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax

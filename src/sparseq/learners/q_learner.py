@@ -11,7 +11,8 @@ One class covers the discrete-action methods:
   batch; the `PruneSelect` operator picks the winner.
 """
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import equinox as eqx
 import jax

@@ -1,0 +1,153 @@
+"""The `sparseq` command line.
+
+    sparseq train [PIPELINE] [--section.key VALUE ...]   train (default: quickstart)
+    sparseq train PIPELINE --help                        every key with its value
+    sparseq list                                         pipelines and env presets
+
+Overrides use the pipeline dataclasses' key paths (`--replay.batch-size 64`,
+`--network.hidden 64 64`, `--network.layer-norm` / `--no-network.layer-norm`).
+Bad input prints one line naming the file or flag, the key and the value, and exits 2.
+"""
+
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+from sparseq.config.errors import ConfigError
+
+USAGE = """usage: sparseq COMMAND [ARGS]
+
+commands:
+  train [PIPELINE] [--section.key VALUE ...]   train a pipeline (default: quickstart)
+  list                                         list pipelines and environment presets
+
+`sparseq train PIPELINE --help` shows every key of the pipeline with its value."""
+
+DEFAULT_PIPELINE = "quickstart"
+
+
+def fail(message: str) -> int:
+    print(f"sparseq: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _split_train_args(args: list[str]) -> tuple[str, list[str], bool]:
+    pipeline = DEFAULT_PIPELINE
+    wants_help = any(a in ("-h", "--help") for a in args)
+    args = [a for a in args if a not in ("-h", "--help")]
+    if args and not args[0].startswith("--"):
+        pipeline, args = args[0], args[1:]
+    return pipeline, args, wants_help
+
+
+def _print_help(config, pipeline: str) -> int:
+    import tyro
+
+    from sparseq.config.schema import PipelineConfig
+
+    try:
+        tyro.cli(PipelineConfig, default=config, args=["--help"], prog=f"sparseq train {pipeline}")
+    except SystemExit:
+        pass
+    return 0
+
+
+def train_command(args: list[str]) -> int:
+    from sparseq.config.loader import load_pipeline
+
+    pipeline, overrides, wants_help = _split_train_args(args)
+    try:
+        config, _sources, path = load_pipeline(pipeline, overrides)
+    except ConfigError as error:
+        return fail(str(error))
+    if wants_help:
+        return _print_help(config, pipeline)
+    from sparseq.config.build import build_pipeline
+    from sparseq.run import train
+
+    try:
+        built = build_pipeline(config)
+    except (ValueError, RuntimeError) as error:
+        return fail(f"{path}: {str(error).splitlines()[0]}")
+    try:
+        result = train(config, name=path.stem if path else "run", pipeline=built)
+    except KeyboardInterrupt:
+        print("\ninterrupted: results so far are in the run folder", file=sys.stderr)
+        return 130
+    print_summary(result.folder, result.summary)
+    return 0
+
+
+def print_summary(folder: Path, summary: dict) -> None:
+    def fmt(value):
+        if isinstance(value, float):
+            return f"{value:,.1f}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    rows = [
+        ("algorithm", summary["algorithm"]),
+        ("task", summary["task_id"]),
+        ("seed", summary["seed"]),
+        ("environment steps", summary["env_steps"]),
+        ("episodes", summary["episodes"]),
+        ("return (last 20 episodes)", summary["return_recent"]),
+        ("best 20-episode return", summary["return_best_recent"]),
+        ("steps / second", summary["steps_per_second"]),
+        ("wall time (s)", summary["wall_seconds"]),
+        ("online parameters", summary["online_parameters"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"\nrun folder: {folder}")
+    for key, value in rows:
+        print(f"  {key:<{width}}  {fmt(value)}")
+    print(f"  {'plot':<{width}}  {folder / 'returns.png'}")
+
+
+def list_command(args: list[str]) -> int:
+    from sparseq.config.loader import available_presets, preset_path
+    from sparseq.config.paths import pipelines_dir
+
+    if args:
+        return fail(f"list takes no arguments, got {args[0]!r}")
+    print("pipelines (sparseq train NAME):")
+    for path in sorted(pipelines_dir().glob("*.toml")):
+        description = ""
+        lines = path.read_text().splitlines()
+        if lines and lines[0].startswith("#"):
+            description = lines[0].lstrip("# ").strip()
+        print(f"  {path.stem:<28} {description}")
+    print("\nenvironment presets ([env] preset = NAME):")
+    for name in available_presets():
+        try:
+            with preset_path(name).open("rb") as handle:
+                description = tomllib.load(handle).get("description", "")
+        except (tomllib.TOMLDecodeError, OSError):
+            description = "(unreadable)"
+        print(f"  {name:<28} {description}")
+    return 0
+
+
+COMMANDS = {"train": train_command, "list": list_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return fail(f"unknown command {argv[0]!r}{hint}")
+    return command(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""PNG plots of a run: episode returns (and any extra series) against environment steps."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def read_episodes(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    steps, returns = [], []
+    if path.exists():
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                steps.append(int(row["env_steps"]))
+                returns.append(float(row["episode_return"]))
+    return np.asarray(steps), np.asarray(returns)
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    if len(values) == 0:
+        return values
+    window = max(1, min(window, len(values)))
+    cumulative = np.cumsum(np.insert(values.astype(float), 0, 0.0))
+    smoothed = (cumulative[window:] - cumulative[:-window]) / window
+    head = cumulative[1:window] / np.arange(1, window)
+    return np.concatenate([head, smoothed])
+
+
+def plot_returns(folder: Path, title: str, extra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
+    """Writes folder/returns.png: training episode returns (raw rewards), with a
+    20-episode moving average; `extra` series go on their own axes below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, returns = read_episodes(folder / "episodes.csv")
+    extra = extra or {}
+    rows = 1 + len(extra)
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 3.6 * rows), sharex=True, squeeze=False)
+    ax = axes[0, 0]
+    if len(steps):
+        ax.scatter(steps, returns, s=4, alpha=0.25, color="tab:blue", label="episode")
+        ax.plot(steps, moving_average(returns, 20), color="tab:blue", lw=2, label="20-episode mean")
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no episode finished", transform=ax.transAxes, ha="center")
+    ax.set_ylabel("training return (raw rewards)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    for row, (label, (x, y)) in enumerate(extra.items(), start=1):
+        axis = axes[row, 0]
+        axis.plot(x, y, color="tab:orange")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("environment steps")
+    fig.tight_layout()
+    path = folder / "returns.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
