@@ -12,6 +12,7 @@ Bad input prints one line naming the file or flag, the key and the value, and ex
 import os
 import sys
 import tomllib
+import warnings
 from pathlib import Path
 
 from sparseq.config.errors import ConfigError
@@ -53,9 +54,28 @@ def _print_help(config, pipeline: str) -> int:
     return 0
 
 
+def _pop_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
+    """Removes `name VALUE` or `name=VALUE` from args."""
+    for i, arg in enumerate(args):
+        if arg == name:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError("command line", "needs a run folder", name)
+            return args[i + 1], args[:i] + args[i + 2 :]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1], args[:i] + args[i + 1 :]
+    return None, args
+
+
 def train_command(args: list[str]) -> int:
+    from sparseq.checkpoint import CheckpointError
     from sparseq.config.loader import load_pipeline
 
+    try:
+        resume_run, args = _pop_option(args, "--resume")
+    except ConfigError as error:
+        return fail(str(error))
+    if resume_run is not None:
+        return _resume(resume_run, args)
     pipeline, overrides, wants_help = _split_train_args(args)
     try:
         config, _sources, path = load_pipeline(pipeline, overrides)
@@ -70,12 +90,40 @@ def train_command(args: list[str]) -> int:
         built = build_pipeline(config)
     except (ValueError, RuntimeError) as error:
         return fail(f"{path}: {str(error).splitlines()[0]}")
+    return _report(lambda: train(config, name=path.stem if path else "run", pipeline=built), CheckpointError)
+
+
+def _resume(run: str, args: list[str]) -> int:
+    from sparseq.checkpoint import CheckpointError
+    from sparseq.resume import prepare_resume
+    from sparseq.run import resume
+
+    if args and not args[0].startswith("--"):
+        return fail(f"--resume continues {run!r} from its own pipeline.toml; drop the pipeline argument {args[0]!r}")
     try:
-        result = train(config, name=path.stem if path else "run", pipeline=built)
+        config, folder, step, meta = prepare_resume(run, args)
+    except (ConfigError, CheckpointError) as error:
+        return fail(str(error))
+    print(f"resuming {folder} from step {step:,}", file=sys.stderr)
+    return _report(lambda: resume(config, folder, step, meta), CheckpointError)
+
+
+def _report(run, checkpoint_error: type[Exception]) -> int:
+    from sparseq.run import NonFiniteError
+
+    try:
+        result = run()
+    except NonFiniteError as error:
+        return fail(str(error)) and 1
+    except checkpoint_error as error:
+        return fail(str(error))
     except KeyboardInterrupt:
         print("\ninterrupted: results so far are in the run folder", file=sys.stderr)
         return 130
     print_summary(result.folder, result.summary)
+    if result.summary.get("status") == "stopped":
+        print(f"stopped by a signal; continue with: sparseq train --resume {result.folder}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -136,6 +184,8 @@ COMMANDS = {"train": train_command, "list": list_command}
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("WANDB_SILENT", "true")
+    # gymnasium warns about float64 Box bounds of envpool's spaces at every pool creation.
+    warnings.filterwarnings("ignore", module="gymnasium")
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

@@ -39,6 +39,10 @@ class EnvpoolCollector(eqx.Module):
         env_options: extra `envpool.make` keyword arguments as (name, value) pairs.
         reward_clip: learning rewards are clipped to [-c, c] when c > 0; episode
             returns always use raw rewards.
+        zero_pad_stack: S > 0 when observations are stacks of S frames along axis 0
+            (envpool Atari): stack slots from before the episode's first frame are
+            set to zeros, as the Dopamine protocol does, instead of envpool's copies
+            of the first frame. The frame-dedup replay rebuilds the same zeros.
     """
 
     task_id: str = eqx.field(static=True)
@@ -47,6 +51,7 @@ class EnvpoolCollector(eqx.Module):
     mode: Literal["xla", "host"] = eqx.field(static=True)
     env_options: tuple[tuple[str, Any], ...] = eqx.field(static=True)
     reward_clip: float = eqx.field(static=True)
+    zero_pad_stack: int = eqx.field(static=True)
     env: Any = eqx.field(static=True, repr=False)
     xla_functions: Any = eqx.field(static=True, repr=False)
     obs_shape: tuple[int, ...] = eqx.field(static=True)
@@ -62,6 +67,7 @@ class EnvpoolCollector(eqx.Module):
         mode: Literal["xla", "host"] = "xla",
         env_options: tuple[tuple[str, Any], ...] = (),
         reward_clip: float = 0.0,
+        zero_pad_stack: int = 0,
     ):
         import envpool
 
@@ -72,6 +78,7 @@ class EnvpoolCollector(eqx.Module):
         self.mode = mode
         self.env_options = tuple(env_options)
         self.reward_clip = reward_clip
+        self.zero_pad_stack = zero_pad_stack
         self.env = envpool.make(
             task_id,
             env_type="gymnasium",
@@ -90,6 +97,21 @@ class EnvpoolCollector(eqx.Module):
         self.obs_shape = tuple(self.env.observation_space.shape)
         self.obs_dtype = np.dtype(self.env.observation_space.dtype)
 
+    def with_seed(self, seed: int) -> "EnvpoolCollector":
+        """A collector over a new pool with the same options and another seed."""
+        return EnvpoolCollector(
+            self.task_id,
+            num_envs=self.num_envs,
+            seed=seed,
+            mode=self.mode,
+            env_options=self.env_options,
+            reward_clip=self.reward_clip,
+            zero_pad_stack=self.zero_pad_stack,
+        )
+
+    def close(self) -> None:
+        self.env.close()
+
     def init(self) -> CollectorState:
         """Resets every environment (host side; call outside jit)."""
         if self.mode == "xla":
@@ -103,11 +125,24 @@ class EnvpoolCollector(eqx.Module):
         n = self.num_envs
         return CollectorState(
             handle=handle,
-            obs=jnp.asarray(obs, self.obs_dtype),
+            obs=self._pad_stack(jnp.asarray(obs, self.obs_dtype), jnp.zeros((n,), jnp.int32)),
             episode_return=jnp.zeros((n,), jnp.float32),
             episode_length=jnp.zeros((n,), jnp.int32),
             needs_reset=jnp.zeros((n,), bool),
         )
+
+    def _pad_stack(self, obs: Array, position: Array) -> Array:
+        """Zeroes the frames of `obs` (N, S * c, ...) from before the episode start;
+        `position` (N,) is the step of `obs` in its episode (0 = first observation)."""
+        if not self.zero_pad_stack:
+            return obs
+        stack = self.zero_pad_stack
+        channels = obs.shape[1] // stack
+        # Channel i holds frame i // c; frame j (0 = oldest) lags by S - 1 - j steps.
+        lag = stack - 1 - jnp.arange(obs.shape[1]) // channels
+        keep = lag[None, :] <= position[:, None]  # (N, S * c)
+        keep = keep.reshape(keep.shape + (1,) * (obs.ndim - 2))
+        return jnp.where(keep, obs, jnp.zeros((), obs.dtype))
 
     def _env_step(self, handle: Array, actions: Array) -> tuple[Array, tuple[Array, ...]]:
         """Returns (handle, (next_obs, raw_reward, terminated, truncated))."""
@@ -165,7 +200,7 @@ class EnvpoolCollector(eqx.Module):
         stats = EpisodeStats(episode_return=episode_return, episode_length=episode_length, done=done)
         new_state = CollectorState(
             handle=handle,
-            obs=next_obs.astype(self.obs_dtype),
+            obs=self._pad_stack(next_obs.astype(self.obs_dtype), episode_length),
             episode_return=episode_return,
             episode_length=episode_length,
             needs_reset=done,

@@ -208,7 +208,9 @@ def parse_overrides(args: list[str]) -> list[tuple[str, Any, str]]:
             if not values:
                 value = True
                 leaf = name.rsplit(".", 1)
-                if leaf[-1].startswith("no-") or leaf[-1].startswith("no_"):
+                if name.startswith(("no-", "no_")):  # --no-run.progress
+                    name, value = name[3:], False
+                elif leaf[-1].startswith(("no-", "no_")):  # --run.no-progress (tyro's form)
                     leaf[-1] = leaf[-1][3:]
                     name, value = ".".join(leaf), False
             else:
