@@ -9,6 +9,7 @@ Overrides use the pipeline dataclasses' key paths (`--replay.batch-size 64`,
 Bad input prints one line naming the file or flag, the key and the value, and exits 2.
 """
 
+import logging
 import os
 import sys
 import tomllib
@@ -22,6 +23,9 @@ USAGE = """usage: sparseq COMMAND [ARGS]
 commands:
   train [PIPELINE] [--section.key VALUE ...]   train a pipeline (default: quickstart)
   list                                         list pipelines and environment presets
+  report RUN_OR_DIR ... [--out DIR]            IQM tables and plots over run folders
+  export RUN [--out PATH]                      write the final policy in sparse form
+  evaluate RUN_OR_EXPORT [--episodes N]        greedy episodes of a final/exported policy
 
 `sparseq train PIPELINE --help` shows every key of the pipeline with its value."""
 
@@ -178,7 +182,24 @@ def list_command(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train_command, "list": list_command}
+def _lazy_command(module: str):
+    """The `main(args) -> int` of `module`, imported only when the command runs."""
+
+    def command(args: list[str]) -> int:
+        import importlib
+
+        return importlib.import_module(module).main(args)
+
+    return command
+
+
+COMMANDS = {
+    "train": train_command,
+    "list": list_command,
+    "report": _lazy_command("sparseq.report"),
+    "export": _lazy_command("sparseq.export"),
+    "evaluate": _lazy_command("sparseq.evaluate"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
     # gymnasium warns about float64 Box bounds of envpool's spaces at every pool creation.
     warnings.filterwarnings("ignore", module="gymnasium")
+    # orbax logs read failures through absl before sparseq reports them in one line.
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

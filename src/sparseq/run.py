@@ -30,8 +30,9 @@ from sparseq.config.build import build_pipeline, make_collector
 from sparseq.config.dump import to_dict, to_toml
 from sparseq.config.schema import PipelineConfig
 from sparseq.log import MetricsLog, WandbLog
+from sparseq.periodic_eval import make_evaluator
 from sparseq.pipeline import Pipeline, TrainState
-from sparseq.plots import plot_returns, read_episodes
+from sparseq.plots import metric_series, plot_returns, read_episodes
 
 RECENT_EPISODES = 20
 
@@ -258,6 +259,8 @@ class Trainer:
         self.recent: deque[float] = deque(maxlen=RECENT_EPISODES)
         self.returns: list[float] = []
         self.wandb_id: str | None = None
+        # Evaluation episodes (eval.every > 0): on the host between chunks, own pool.
+        self.evaluator = make_evaluator(config, self.pipeline, self.kind)
 
     # -- chunk planning -------------------------------------------------------
     def _chunk_end(self) -> int:
@@ -298,6 +301,8 @@ class Trainer:
         """Trains from `state` at `self.cycle`; returns the final state and how the run
         ended: "finished", "stopped" (signal, checkpoint saved)."""
         self.runner = ChunkRunner(self.pipeline, self.kind)
+        if self.evaluator is not None:
+            self.evaluator.skip_to(self.cycle * self.steps_per_cycle)
         started = time.perf_counter()
         progress = Progress(
             self.total_cycles * self.steps_per_cycle,
@@ -308,16 +313,24 @@ class Trainer:
         status = "finished"
         try:
             with _StopRequest() as stop:
+                pending: list[dict[str, np.ndarray]] = []
+                pending_seconds = 0.0
                 while self.cycle < self.total_cycles:
                     end = self._chunk_end()
                     learn = self.cycle >= self.first_learning_cycle
                     chunk_started = time.perf_counter()
                     state, metrics = self.runner(state, learn, end - self.cycle)
-                    elapsed = time.perf_counter() - chunk_started
+                    pending_seconds += time.perf_counter() - chunk_started
                     self._guard(state, metrics)
-                    chunk_steps = (end - self.cycle) * self.steps_per_cycle
+                    pending.append(metrics)
                     self.cycle = end
-                    record = self._log(metrics, log, wandb_log, chunk_steps / elapsed, started)
+                    at_log_point = self.cycle % self.cycles_per_log == 0 or self.cycle == self.total_cycles
+                    if not (at_log_point or self._checkpoint_due() or stop.signal is not None):
+                        continue  # the warm-up split: log once per log period
+                    metrics = {k: np.concatenate([m[k] for m in pending]) for k in pending[0]}
+                    chunk_steps = len(metrics["env_steps"]) * self.steps_per_cycle
+                    record = self._log(metrics, log, wandb_log, chunk_steps / pending_seconds, started, state)
+                    pending, pending_seconds = [], 0.0
                     progress.update(
                         chunk_steps,
                         {
@@ -350,7 +363,9 @@ class Trainer:
                 f"non-finite parameters by environment step {steps} (stage: learner update or operators); {keep}"
             )
 
-    def _log(self, metrics, log: MetricsLog, wandb_log: WandbLog, steps_per_second: float, started: float):
+    def _log(
+        self, metrics, log: MetricsLog, wandb_log: WandbLog, steps_per_second: float, started: float, state=None
+    ):
         record, episodes = summarize_chunk(metrics)
         self.recent.extend(r for _, r, _ in episodes)
         self.returns.extend(r for _, r, _ in episodes)
@@ -360,6 +375,8 @@ class Trainer:
             "train/return_recent": float(np.mean(self.recent)) if self.recent else None,
             **record,
         }
+        if self.evaluator is not None and state is not None and self.evaluator.due(steps):
+            record.update(self.evaluator.run(state.learner, steps).record())
         timing = {"env_steps": steps, "time": time.perf_counter() - started, "steps_per_second": steps_per_second}
         log.write(record, timing)
         log.write_episodes(episodes)
@@ -398,7 +415,8 @@ class Trainer:
 
 def _finish(trainer: Trainer, state: TrainState, status: str, wall: float, log: MetricsLog, wandb_log: WandbLog):
     config = trainer.config
-    plot = plot_returns(trainer.folder, f"{config.algorithm} on {config.env.task_id} (seed {config.run.seed})")
+    title = f"{config.algorithm} on {config.env.task_id} (seed {config.run.seed})"
+    plot = plot_returns(trainer.folder, title, extra=metric_series(trainer.folder))
     summary = trainer.summary(state, wall, status)
     steps_run = summary["env_steps"]
     summary["steps_per_second"] = steps_run / wall if wall > 0 else None

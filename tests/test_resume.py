@@ -1,0 +1,180 @@
+"""Exact resume: a run killed with SIGKILL after its first checkpoint and resumed with
+`sparseq train --resume` ends with the same metrics.jsonl, episodes.csv and final
+training state as a straight run; plus crash-safe saves, the NaN guard, and resume
+errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import cli_env
+
+STEPS = 1_200
+FLAGS = [
+    f"--run.total-steps={2 * STEPS}",
+    f"--run.checkpoint-every={STEPS}",
+    "--run.log-every=300",
+    "--learner.warmup=200",
+    "--replay.capacity=2000",
+    "--network.hidden=32",
+    "--no-run.progress",
+    "--run.wandb.mode=disabled",
+]
+
+
+def _sparseq(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sparseq.cli", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def _final_arrays(checkpoints: Path) -> dict[str, np.ndarray]:
+    import orbax.checkpoint as ocp
+
+    last = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    with ocp.CheckpointManager(checkpoints.absolute(), item_names=("state", "meta")) as manager:
+        restored = manager.restore(last, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return {k: np.asarray(v) for k, v in restored["state"].items()}
+
+
+def _kill_after_first_checkpoint(cwd: Path, name: str, pipeline: str, flags: list[str]) -> Path:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sparseq.cli", "train", pipeline, f"--run.name={name}", *flags],
+        cwd=cwd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if list(cwd.glob(f"checkpoints/{name}-*/{STEPS}")) or process.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    (folder,) = cwd.glob(f"runs/{name}-*")
+    assert list(cwd.glob(f"checkpoints/{name}-*/{STEPS}")), "the first checkpoint was never written"
+    assert not list(cwd.glob(f"checkpoints/{name}-*/{2 * STEPS}")), "the run finished before it was killed"
+    return folder
+
+
+@pytest.mark.parametrize(
+    "pipeline",
+    ["dqn-cartpole", "isdqn-cartpole", "eaudedqn-cartpole"],
+)
+def test_sigkill_and_resume_equals_straight_run(tmp_path, pipeline):
+    if not (Path(__file__).parents[1] / "pipelines" / f"{pipeline}.toml").exists():
+        pytest.fail(f"pipelines/{pipeline}.toml is missing")
+    straight = _sparseq(tmp_path, "train", pipeline, "--run.name=straight", *FLAGS)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = _kill_after_first_checkpoint(tmp_path, "killed", pipeline, FLAGS)
+    resumed = _sparseq(tmp_path, "train", "--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (reference,) = tmp_path.glob("runs/straight-*")
+    for name in ("metrics.jsonl", "episodes.csv"):
+        assert (killed / name).read_text() == (reference / name).read_text(), name
+    assert len((reference / "metrics.jsonl").read_text().splitlines()) == 2 * STEPS // 300
+    a = _final_arrays(next(tmp_path.glob("checkpoints/straight-*")))
+    b = _final_arrays(next(tmp_path.glob("checkpoints/killed-*")))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path):
+    writer = f"""
+import sys, numpy as np, jax, equinox as eqx
+sys.path.insert(0, {str(Path(__file__).parents[1] / "src")!r})
+import orbax.checkpoint as ocp
+from pathlib import Path
+manager = ocp.CheckpointManager(Path({str(tmp_path / "ck")!r}), item_names=("state", "meta"))
+def save(step, size):
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({{"w": np.full(size, step, np.float32)}}),
+                                               meta=ocp.args.JsonSave({{"step": step}})))
+save(1, 10)
+manager.wait_until_finished()
+print("first", flush=True)
+save(2, 150_000_000)
+manager.wait_until_finished()
+print("second", flush=True)
+"""
+    process = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True, env=cli_env())
+    assert process.stdout.readline().strip() == "first"
+    deadline = time.time() + 60
+    while time.time() < deadline and not any("2" in p.name for p in (tmp_path / "ck").iterdir()):
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager((tmp_path / "ck").absolute(), item_names=("state", "meta")) as manager:
+        assert manager.latest_step() == 1
+        restored = manager.restore(1, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    np.testing.assert_array_equal(restored["state"]["w"], np.full(10, 1, np.float32))
+
+
+def test_nan_loss_stops_with_step_and_stage_and_keeps_checkpoint(make_config):
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from sparseq.checkpoint import Checkpointer
+    from sparseq.config.build import build_pipeline
+    from sparseq.run import NonFiniteError, checkpoint_folder, train
+
+    config = make_config(run={"total_steps": 800, "log_every": 100, "checkpoint_every": 200})
+    pipeline = build_pipeline(config)
+    # Updates are fine for 240 gradient steps (warm-up 50: up to env step 290), then NaN.
+    poison = optax.scale_by_schedule(lambda count: jnp.where(count < 240, 1.0, jnp.nan))
+    poisoned = dataclasses.replace(
+        pipeline, learner=dataclasses.replace(pipeline.learner, optimizer=optax.chain(optax.adam(1e-3), poison))
+    )
+    folder = Path(config.run.out_dir) / "nan"
+    with pytest.raises(NonFiniteError) as error:
+        train(config, folder=folder, pipeline=poisoned)
+    message = str(error.value)
+    assert message == (
+        "non-finite loss at environment step 291 (stage: learner update); last good checkpoint: step 200"
+    )
+    checkpointer = Checkpointer(checkpoint_folder(config, folder))
+    assert checkpointer.all_steps() == [200]
+    template = poisoned.init(jax.random.key(0))
+    restored = checkpointer.restore(200, template, checkpointer.read_meta(200))
+    assert int(restored.env_steps) == 200
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(restored.learner.online))
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_errors_are_one_line(tmp_path, make_config):
+    missing = _sparseq(tmp_path, "train", "--resume", "runs/nope")
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == ["sparseq: error: runs/nope: run folder not found"]
+    done = _sparseq(tmp_path, "train", "dqn-cartpole", "--run.name=a", *FLAGS[:1], "--run.total-steps=600",
+                    "--learner.warmup=200", "--no-run.progress", "--run.wandb.mode=disabled")
+    assert done.returncode == 0, done.stderr[-1500:]
+    (folder,) = tmp_path.glob("runs/a-*")
+    changed = _sparseq(tmp_path, "train", "--resume", str(folder), "--learner.gamma=0.5")
+    assert changed.returncode == 2
+    assert "learner.gamma 0.99 -> 0.5" in changed.stderr and len(changed.stderr.strip().splitlines()) == 1
+    edited = folder / "pipeline.toml"
+    edited.write_text(edited.read_text().replace("learning_rate = 0.0003", "learning_rate = 0.001"))
+    out = _sparseq(tmp_path, "train", "--resume", str(folder))
+    assert out.returncode == 2
+    assert "changed since the checkpoint" in out.stderr and "learner.learning_rate 0.0003 -> 0.001" in out.stderr
+    (ckpt,) = tmp_path.glob("checkpoints/a-*")
+    for step in ckpt.iterdir():
+        for item in step.rglob("*"):
+            if item.is_file():
+                item.write_bytes(b"garbage")
+    edited.write_text(edited.read_text().replace("learning_rate = 0.001", "learning_rate = 0.0003"))
+    corrupt = _sparseq(tmp_path, "train", "--resume", str(folder))
+    assert corrupt.returncode == 2
+    assert "unreadable checkpoint" in corrupt.stderr and len(corrupt.stderr.strip().splitlines()) == 1
