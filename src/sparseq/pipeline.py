@@ -15,8 +15,13 @@ from jax import Array
 from sparseq.collect.envpool_collector import CollectorState, EnvpoolCollector
 from sparseq.learners.q_learner import LearnerState, QLearner
 from sparseq.operators.base import Operator
+from sparseq.prng import use_straight_line_threefry_on_cpu
 from sparseq.replay.uniform import ReplayState, UniformReplay
 from sparseq.schedules import linear_epsilon
+
+# Every pipeline program is compiled after this import; the random numbers are the
+# same, each random call on CPU just stops being a loop of its own (see sparseq.prng).
+use_straight_line_threefry_on_cpu()
 
 
 class TrainState(eqx.Module):

@@ -1,6 +1,7 @@
 """PNG plots of a run: episode returns (and any extra series) against environment steps."""
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,29 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     smoothed = (cumulative[window:] - cumulative[:-window]) / window
     head = cumulative[1:window] / np.arange(1, window)
     return np.concatenate([head, smoothed])
+
+
+# metrics.jsonl keys drawn on their own axes under the returns when a run logged them.
+PLOTTED_METRICS = {
+    "eval/return_mean": "evaluation return (raw rewards)",
+    "sparsity/overall": "sparsity (fraction pruned)",
+}
+
+
+def metric_series(folder: Path, keys: dict[str, str] = PLOTTED_METRICS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{label: (env_steps, values)} of each key of `keys` that metrics.jsonl holds."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    path = folder / "metrics.jsonl"
+    if path.exists():
+        with path.open() as handle:
+            for line in handle:
+                record = json.loads(line)
+                for key, label in keys.items():
+                    if record.get(key) is not None:
+                        steps, values = series.setdefault(label, ([], []))
+                        steps.append(int(record["env_steps"]))
+                        values.append(float(record[key]))
+    return {label: (np.asarray(x), np.asarray(y)) for label, (x, y) in series.items()}
 
 
 def plot_returns(folder: Path, title: str, extra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:

@@ -33,6 +33,7 @@ from sparseq.log import MetricsLog, WandbLog
 from sparseq.periodic_eval import make_evaluator
 from sparseq.pipeline import Pipeline, TrainState
 from sparseq.plots import metric_series, plot_returns, read_episodes
+from sparseq.selections import append_selections, truncate_selections
 
 RECENT_EPISODES = 20
 
@@ -380,6 +381,7 @@ class Trainer:
         timing = {"env_steps": steps, "time": time.perf_counter() - started, "steps_per_second": steps_per_second}
         log.write(record, timing)
         log.write_episodes(episodes)
+        append_selections(self.folder, metrics)  # EauDeQN: every target update, not just the last
         wandb_log.log({**record, "train/steps_per_second": steps_per_second}, steps)
         return record
 
@@ -437,7 +439,8 @@ def _execute(trainer: Trainer, state: TrainState, log: MetricsLog, wandb_log: Wa
     try:
         state, status = trainer.run(state, log, wandb_log)
     except NonFiniteError:
-        write_json(trainer.folder / "summary.json", {"status": "non-finite", "env_steps": trainer.cycle * trainer.steps_per_cycle})
+        steps = trainer.cycle * trainer.steps_per_cycle
+        write_json(trainer.folder / "summary.json", {"status": "non-finite", "env_steps": steps})
         log.close()
         wandb_log.finish({"status": "non-finite"})
         trainer.checkpointer.close()
@@ -476,6 +479,7 @@ def resume(config: PipelineConfig, folder: Path, step: int, meta: dict[str, Any]
     trainer.cycle = int(meta["cycle"])
     trainer.boundary = int(meta["boundary"])
     log = MetricsLog(folder, truncate_to=(int(meta["metrics_lines"]), int(meta["episodes_lines"])))
+    truncate_selections(folder, trainer.cycle * trainer.steps_per_cycle)
     trainer.restore_history(log)
     wandb_log = WandbLog(config.run.wandb, folder, folder.name, to_dict(config), run_id=meta.get("wandb_id"))
     trainer.wandb_id = wandb_log.run_id

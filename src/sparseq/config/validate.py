@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sparseq.config.errors import ConfigError
+from sparseq.config.pruning_rules import pruning_rules
 from sparseq.config.schema import PipelineConfig
 
 SourceOf = Callable[[str], str]
@@ -23,6 +24,8 @@ def _rules(config: PipelineConfig) -> list[tuple[str, bool, str]]:
         ("run.total_steps", c.run.total_steps > 0, "must be > 0"),
         ("run.log_every", c.run.log_every > 0, "must be > 0"),
         ("run.seed", c.run.seed >= 0, "must be >= 0"),
+        ("run.checkpoint_every", c.run.checkpoint_every >= 0, "must be >= 0 (0 = only at the end)"),
+        ("run.keep_checkpoints", c.run.keep_checkpoints >= 1, "must be >= 1"),
         ("env.num_envs", c.env.num_envs >= 1, "must be >= 1"),
         ("env.max_episode_steps", c.env.max_episode_steps >= 0, "must be >= 0 (0 = task default)"),
         ("env.reward_clip", c.env.reward_clip >= 0, "must be >= 0 (0 = no clipping)"),
@@ -47,6 +50,11 @@ def _rules(config: PipelineConfig) -> list[tuple[str, bool, str]]:
         ("exploration.start", 0 <= c.exploration.start <= 1, "must be in [0, 1]"),
         ("exploration.end", 0 <= c.exploration.end <= 1, "must be in [0, 1]"),
         ("exploration.decay_steps", c.exploration.decay_steps >= 0, "must be >= 0"),
+        ("eval.every", c.eval.every >= 0, "must be >= 0 (0 = no evaluation)"),
+        ("eval.episodes", c.eval.episodes >= 1, "must be >= 1"),
+        ("eval.max_steps", c.eval.max_steps >= 1, "must be >= 1"),
+        ("eval.epsilon", 0 <= c.eval.epsilon <= 1, "must be in [0, 1]"),
+        ("eval.num_envs", c.eval.num_envs >= 1, "must be >= 1"),
         ("operators.target_sync.period", c.operators.target_sync.period >= 1, "must be >= 1"),
     ]
     n, u = c.env.num_envs, c.learner.update_every
@@ -74,9 +82,40 @@ def _rules(config: PipelineConfig) -> list[tuple[str, bool, str]]:
             "a separate target network needs operators.target_sync.enabled = true",
         )
     )
+    rules.extend(_isql_rules(c))
+    rules.extend(pruning_rules(c))
     for check in EXTRA_RULES:
         rules.extend(check(c))
     return rules
+
+
+def _isql_rules(c: PipelineConfig) -> list[tuple[str, bool, str]]:
+    """iS-QL: K iterated heads and the shared-target window shift go together."""
+    shift = c.operators.shared_target_shift
+    return [
+        ("network.iterations", c.network.iterations >= 0, "must be >= 0 (0 = one head)"),
+        (
+            "network.impala_channels",
+            len(c.network.impala_channels) > 0 and all(ch > 0 for ch in c.network.impala_channels),
+            "must be a non-empty list of sizes > 0",
+        ),
+        ("operators.shared_target_shift.period", shift.period >= 1, "must be >= 1"),
+        (
+            "operators.shared_target_shift.enabled",
+            not (shift.enabled and c.network.iterations < 1),
+            "the window shift needs network.iterations >= 1 (K + 1 heads)",
+        ),
+        (
+            "operators.shared_target_shift.enabled",
+            not (shift.enabled and c.learner.target != "online"),
+            "the shared target (head 0) needs learner.target = 'online'",
+        ),
+        (
+            "network.iterations",
+            not (c.network.iterations >= 1 and not shift.enabled),
+            "iterated heads need operators.shared_target_shift.enabled = true",
+        ),
+    ]
 
 
 # Other modules register their own checks here (for their own config sections).

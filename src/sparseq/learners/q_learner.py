@@ -23,6 +23,7 @@ from jax import Array
 from sparseq.learners.losses import huber, iterated_td_losses, l2, online_and_source_heads, td_targets
 from sparseq.learners.population import select_member, stack_members
 from sparseq.networks.q_network import QNetwork
+from sparseq.sparsity import apply_masks, init_masks, mask_optimizer_state
 from sparseq.types import Batch
 
 TargetKind = Literal["network", "online"]
@@ -38,34 +39,32 @@ class LearnerState(eqx.Module):
     updates: Array  # () int32: gradient steps taken
 
 
-def apply_masks(tree: Any, masks: Any) -> Any:
-    """Multiplies every array leaf that has a mask by it (masks hold None elsewhere)."""
-    if masks is None:
-        return tree
-    return jax.tree.map(
-        lambda x, m: x if m is None else x * m.astype(x.dtype),
-        tree,
-        masks,
-        is_leaf=lambda node: node is None,
-    )
-
-
 class QLearner(eqx.Module):
     """Attributes:
     make_network: key -> QNetwork; called P times (with distinct keys) at init.
     optimizer: optax transformation applied to each member independently.
     population: P, number of online networks.
+    masked: keep sparsity masks (dense at init) for pruning operators to shrink;
+        they are re-applied to the weights and optimizer moments after every update.
     target: "network" (separate target params) or "online" (stop-gradient online).
     loss: "l2" (squared TD error) or "huber" (delta 1).
     num_actions: A.
+    online_forward: with target="online", how s' goes through the network.
+        "concat": one forward pass on concat(s, s') (the iS-QL reference code; needed
+        if a layer ever uses batch statistics). "separate": s' in its own forward
+        under stop-gradient. Same values for per-example layers (LayerNorm included),
+        but the backward pass skips the s' half: about 2x cheaper for a conv torso on
+        CPU, while the MLP is ~10% faster with "concat".
     """
 
     make_network: Callable[[Array], QNetwork] = eqx.field(static=True)
     optimizer: optax.GradientTransformation = eqx.field(static=True)
     num_actions: int = eqx.field(static=True)
     population: int = eqx.field(static=True, default=1)
+    masked: bool = eqx.field(static=True, default=False)
     target: TargetKind = eqx.field(static=True, default="network")
     loss: Literal["l2", "huber"] = eqx.field(static=True, default="l2")
+    online_forward: Literal["concat", "separate"] = eqx.field(static=True, default="concat")
 
     def init(self, key: Array) -> LearnerState:
         keys = jax.random.split(key, self.population)
@@ -79,7 +78,7 @@ class QLearner(eqx.Module):
             online=online,
             target=target,
             opt_state=opt_state,
-            masks=None,
+            masks=init_masks(online) if self.masked else None,
             loss_sums=jnp.zeros((self.population,), jnp.float32),
             acting_member=jnp.zeros((), jnp.int32),
             updates=jnp.zeros((), jnp.int32),
@@ -129,6 +128,10 @@ class QLearner(eqx.Module):
             if shared_targets is not None:
                 q_values = network.batched(batch.obs)
                 targets = shared_targets
+            elif self.online_forward == "separate":
+                q_values = network.batched(batch.obs)
+                next_values = jax.lax.stop_gradient(network).batched(batch.next_obs)[:, source]
+                targets = td_targets(batch.reward, batch.discount, next_values)
             else:
                 # One forward pass on concat(s, s'), as in the iS-QL reference code.
                 both = network.batched(jnp.concatenate([batch.obs, batch.next_obs], axis=0))
@@ -156,19 +159,3 @@ class QLearner(eqx.Module):
             (online, opt_state, state.loss_sums + loss, state.updates + 1),
         )
         return new_state, {"loss": loss, "head_losses": head_losses}
-
-
-def mask_optimizer_state(opt_state: Any, masks: Any) -> Any:
-    """Zeroes optimizer moments of pruned weights (any state leaf shaped like a param)."""
-
-    def mask_subtree(node: Any) -> Any:
-        try:
-            return apply_masks(node, masks)
-        except (ValueError, TypeError):
-            return node
-
-    return jax.tree.map(
-        mask_subtree,
-        opt_state,
-        is_leaf=lambda node: isinstance(node, QNetwork),
-    )

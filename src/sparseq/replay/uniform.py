@@ -98,11 +98,20 @@ class UniformReplay(eqx.Module):
         times = oldest + jax.random.randint(time_key, (m,), 0, num_starts)
         envs = jax.random.randint(env_key, (m,), 0, self.num_envs)
         valid = ~state.is_reset_step[times % self.slots, envs]
-        # Stable sort puts valid candidates first, in draw order.
-        order = jnp.argsort(~valid, stable=True)[:b]
-        # If fewer than B candidates were valid (tiny buffers), reuse the first one.
-        order = jnp.where(valid[order], order, order[0])
+        # The first B valid candidates, in draw order. (Same result as a stable argsort
+        # of ~valid, without the sort: XLA:CPU's sort cost ~17 us per call here, a
+        # fifth of a whole MLP learning step.)
+        (order,) = jnp.nonzero(valid, size=b, fill_value=m)
+        # If fewer than B candidates were valid (tiny buffers), reuse the first valid
+        # one (candidate 0 when none is).
+        fallback = jnp.where(order[0] < m, order[0], 0)
+        order = jnp.where(order < m, order, fallback)
         return times[order], envs[order]
+
+    def gather_obs(self, state: ReplayState, times: Array, envs: Array) -> Array:
+        """Observations at absolute time steps `times` of streams `envs`, each (B,)
+        int32 -> (B, *obs_shape). The frame-deduplicating buffer overrides this."""
+        return state.obs[times % self.slots, envs]
 
     def gather(self, state: ReplayState, times: Array, envs: Array) -> Batch:
         """Builds n-step samples starting at (times, envs), each (B,) int32."""
@@ -124,11 +133,11 @@ class UniformReplay(eqx.Module):
         terminal = jnp.where(any_end, terminated[jnp.arange(times.shape[0]), first_end], False)
         discount = jnp.where(terminal, 0.0, self.gamma ** steps.astype(jnp.float32))
         return Batch(
-            obs=state.obs[times % self.slots, envs],
+            obs=self.gather_obs(state, times, envs),
             action=state.action[times % self.slots, envs],
             reward=reward,
             discount=discount,
-            next_obs=state.obs[(times + steps) % self.slots, envs],
+            next_obs=self.gather_obs(state, times + steps, envs),
         )
 
     def sample(self, state: ReplayState, key: Array) -> Batch:

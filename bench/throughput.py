@@ -1,0 +1,592 @@
+"""Throughput benchmarks: figures measured side by side in ONE process.
+
+    python bench/throughput.py                       every section
+    python bench/throughput.py --quick               fewer steps (a smoke run)
+    python bench/throughput.py --only dqn-full,cnn   some sections (and what they need)
+    python bench/throughput.py --list                section names
+
+Absolute figures do not carry between machines, nor between a quiet machine and a busy
+one; the ratios are measured in the same process moments apart, so they do. Nothing is
+asserted: targets are printed next to the figures.
+
+Every figure is the median of several timed repeats taken after a warm-up call that
+compiles; each timed call ends with `block_until_ready`.
+
+Adding a section (later issues do): write `def my_section(ctx: Context) -> None` that
+measures with the helpers below and calls `ctx.report(...)`, and decorate it with
+`@section("my-section", requires=("dqn-env",))` to run after (and reuse the figures
+of) the sections it names.
+"""
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from sparseq.collect.envpool_collector import EnvpoolCollector
+from sparseq.config.build import build_pipeline, make_collector
+from sparseq.config.loader import load_pipeline
+from sparseq.config.schema import PipelineConfig
+from sparseq.pipeline import Pipeline, TrainState
+from sparseq.run import ChunkRunner, loop_kind
+
+# ---------------------------------------------------------------------------------
+# Results, sections and the registry
+
+
+@dataclasses.dataclass
+class Row:
+    section: str
+    metric: str
+    value: float
+    unit: str
+    target: str = ""
+    note: str = ""
+
+
+@dataclasses.dataclass
+class Context:
+    """What a section sees: the size knob, the figures and compiled timers of earlier
+    sections (a later section can re-time them next to its own), the rows."""
+
+    quick: bool = False
+    figures: dict[str, float] = dataclasses.field(default_factory=dict)
+    timers: dict[str, "Timer"] = dataclasses.field(default_factory=dict)
+    rows: list[Row] = dataclasses.field(default_factory=list)
+    current: str = ""
+
+    def size(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def report(self, metric: str, value: float, unit: str, target: str = "", note: str = "") -> float:
+        """Records a figure as `section/metric` (later sections read it with `figure`)."""
+        self.figures[f"{self.current}/{metric}"] = value
+        self.rows.append(Row(self.current, metric, value, unit, target, note))
+        print(f"  {self.current:<12} {metric:<28} {format_value(value):>12} {unit:<10} {target}", flush=True)
+        return value
+
+    def figure(self, key: str) -> float:
+        return self.figures[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    name: str
+    run: Callable[[Context], None]
+    requires: tuple[str, ...]
+    doc: str
+
+
+SECTIONS: dict[str, Section] = {}
+
+
+def section(name: str, requires: tuple[str, ...] = ()) -> Callable[[Callable[[Context], None]], Callable]:
+    """Registers a benchmark section; the registry keeps definition order."""
+
+    def register(fn: Callable[[Context], None]) -> Callable[[Context], None]:
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        SECTIONS[name] = Section(name, fn, requires, doc)
+        return fn
+
+    return register
+
+
+def resolve(names: list[str]) -> list[str]:
+    """The named sections plus everything they require, in registry order."""
+    wanted: set[str] = set()
+
+    def add(name: str) -> None:
+        if name not in SECTIONS:
+            raise SystemExit(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
+        if name not in wanted:
+            wanted.add(name)
+            for dep in SECTIONS[name].requires:
+                add(dep)
+
+    for name in names:
+        add(name)
+    return [name for name in SECTIONS if name in wanted]
+
+
+# ---------------------------------------------------------------------------------
+# Timing helpers (reused by every section)
+
+
+def format_value(value: float) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def time_chained(fn: Callable[[Any], Any], state: Any, repeats: int, warmup: int = 1) -> tuple[float, Any]:
+    """Median seconds of `state = fn(state)` over `repeats` calls after `warmup` untimed
+    ones (which compile). Chained because donated inputs cannot be reused."""
+    for _ in range(warmup):
+        state = jax.block_until_ready(fn(state))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state = jax.block_until_ready(fn(state))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), state
+
+
+def load_config(pipeline: str, overrides: list[str] = ()) -> PipelineConfig:
+    """A pipeline file with CLI-style overrides, exactly as `sparseq train` loads it."""
+    config, _, _ = load_pipeline(pipeline, list(overrides))
+    return config
+
+
+def filled_state(pipeline: Pipeline, key: jax.Array) -> TrainState:
+    """The pipeline's initial state with a full replay buffer of random content (the
+    sample/update cost does not depend on the values), no auto-reset steps in it."""
+    state = pipeline.init(key)
+    replay = state.replay
+    obs_key, action_key, reward_key = jax.random.split(key, 3)
+    # FrameDedupReplay (Atari) stores single frames in `frames`; UniformReplay `obs`.
+    obs_field = "frames" if hasattr(replay, "frames") else "obs"
+    stored = getattr(replay, obs_field)
+    if jnp.issubdtype(stored.dtype, jnp.integer):
+        obs = jax.random.randint(obs_key, stored.shape, 0, 256).astype(stored.dtype)
+    else:
+        obs = jax.random.normal(obs_key, stored.shape, stored.dtype)
+    filled = eqx.tree_at(
+        lambda r: (getattr(r, obs_field), r.action, r.reward, r.is_reset_step, r.count),
+        replay,
+        (
+            obs,
+            jax.random.randint(action_key, replay.action.shape, 0, pipeline.collector.num_actions),
+            jax.random.normal(reward_key, replay.reward.shape),
+            jnp.zeros_like(replay.is_reset_step),
+            jnp.asarray(pipeline.replay.slots, jnp.int32),
+        ),
+    )
+    return eqx.tree_at(lambda s: s.replay, state, filled)
+
+
+class Timer:
+    """A compiled measurement that can be repeated: each call runs `fn` once on the
+    carried state (chained, because donated inputs cannot be reused) and returns its
+    seconds. `units` is the work of one call (steps, updates), for rates. The
+    constructor makes `warmup` untimed calls, which compile."""
+
+    def __init__(self, fn: Callable[[Any], Any], state: Any, units: float, warmup: int = 1):
+        self.fn, self.state, self.units = fn, state, units
+        for _ in range(warmup):
+            self.state = jax.block_until_ready(fn(self.state))
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        self.state = jax.block_until_ready(self.fn(self.state))
+        return time.perf_counter() - start
+
+    def rate(self, repeats: int) -> float:
+        """Median units/s over `repeats` calls."""
+        return self.units / statistics.median(self() for _ in range(repeats))
+
+
+def interleaved_rates(timers: dict[str, Timer], rounds: int) -> dict[str, float]:
+    """Median units/s of each timer over `rounds` rounds that call every timer once in
+    turn. Load that comes and goes (other processes on the same cores) then hits all
+    of them alike, so the ratios between them hold on a busy machine too."""
+    seconds: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            seconds[name].append(timer())
+    return {name: timers[name].units / statistics.median(times) for name, times in seconds.items()}
+
+
+def env_timer(collector: EnvpoolCollector, steps: int, seed: int = 0) -> Timer:
+    """The collector alone: random actions, `steps` iterations (N environments each)
+    inside one jitted `lax.scan`; units are environment steps."""
+
+    def body(carry, _):
+        cstate, key = carry
+        key, action_key = jax.random.split(key)
+        actions = jax.random.randint(action_key, (collector.num_envs,), 0, collector.num_actions)
+        cstate, _, _ = collector.step(cstate, actions)
+        return (cstate, key), None
+
+    run = eqx.filter_jit(lambda carry: jax.lax.scan(body, carry, None, length=steps)[0])
+    return Timer(run, (collector.init(), jax.random.key(seed)), steps * collector.num_envs)
+
+
+def env_steps_per_second(collector: EnvpoolCollector, steps: int, repeats: int, seed: int = 0) -> float:
+    """Environment steps/s of the collector alone (see `env_timer`)."""
+    return env_timer(collector, steps, seed).rate(repeats)
+
+
+def learner_timer(pipeline: Pipeline, updates: int, seed: int = 0) -> Timer:
+    """`pipeline.learn` alone (replay sample + learner update) from a full buffer,
+    `updates` gradient steps inside one jitted, donated `lax.scan`; units are updates."""
+    per_call = pipeline.updates_per_cycle
+    length = max(updates // per_call, 1)
+    body = lambda state, _: (pipeline.learn(state)[0], None)  # noqa: E731
+    run = eqx.filter_jit(lambda state: jax.lax.scan(body, state, None, length=length)[0], donate="all")
+    return Timer(run, filled_state(pipeline, jax.random.key(seed)), length * per_call)
+
+
+def learner_updates_per_second(pipeline: Pipeline, updates: int, repeats: int, seed: int = 0) -> float:
+    """Gradient steps/s of `pipeline.learn` alone (see `learner_timer`)."""
+    return learner_timer(pipeline, updates, seed).rate(repeats)
+
+
+def update_seconds(pipeline: Pipeline, calls: int, repeats: int, seed: int = 0) -> float:
+    """Seconds per gradient step as its own donated jitted call of `learner.update`
+    (no sampling, no loop around it) on a fixed batch from a full buffer."""
+    state = filled_state(pipeline, jax.random.key(seed))
+    batch = pipeline.replay.sample(state.replay, jax.random.key(seed + 1))
+    update = eqx.filter_jit(lambda b, ls: pipeline.learner.update(ls, b)[0], donate="all-except-first")
+
+    def several(learner_state):
+        for _ in range(calls):
+            learner_state = update(batch, learner_state)
+        return learner_state
+
+    seconds, _ = time_chained(several, state.learner, repeats)
+    return seconds / calls
+
+
+def runner_timer(pipeline: Pipeline, kind: str, cycles: int, seed: int = 0, warmup: int = 1) -> Timer:
+    """One learning chunk of `cycles` update cycles through `ChunkRunner` (the code
+    `sparseq train` runs, metrics fetched to the host included), after the collect-only
+    warm-up phase the runner also goes through first; units are environment steps."""
+    runner = ChunkRunner(pipeline, kind)
+    state = pipeline.init(jax.random.key(seed))
+    first_learning = 0
+    while not pipeline.learns_in_cycle(first_learning):
+        first_learning += 1
+    if first_learning:
+        state, _ = runner(state, False, first_learning)
+    return Timer(lambda s: runner(s, True, cycles)[0], state, cycles * pipeline.steps_per_cycle, warmup)
+
+
+def runner_seconds_per_chunk(
+    pipeline: Pipeline, kind: str, cycles: int, repeats: int, seed: int = 0, warmup: int = 1
+) -> float:
+    """Median seconds of one learning chunk through `ChunkRunner` (see `runner_timer`)."""
+    timer = runner_timer(pipeline, kind, cycles, seed, warmup)
+    return statistics.median(timer() for _ in range(repeats))
+
+
+def bound_steps_per_second(env_sps: float, updates_per_second: float, update_every: int) -> float:
+    """1 / (1/env + u/learner), u = gradient steps per environment step: the speed if
+    collection and learning ran one after the other with no overhead and no overlap."""
+    return 1.0 / (1.0 / env_sps + (1.0 / update_every) / updates_per_second)
+
+
+# ---------------------------------------------------------------------------------
+# Sections
+
+LUNAR = "dqn-lunarlander"  # MLP 100-100, batch 32, one update per step, replay 10k, T=200
+
+
+@section("dqn-env")
+def dqn_env(ctx: Context) -> None:
+    """Env-only steps/s: LunarLander-v3, 1 env, the pipeline's collector, random actions."""
+    collector = make_collector(load_config(LUNAR))
+    timer = ctx.timers["dqn-env"] = env_timer(collector, ctx.size(20_000, 2_000))
+    sps = timer.rate(ctx.size(5, 3))
+    ctx.report("env steps/s", sps, "steps/s", note=f"{collector.task_id}, {collector.num_envs} env, jitted scan")
+
+
+@section("dqn-learner")
+def dqn_learner(ctx: Context) -> None:
+    """Learner-only updates/s: DQN MLP 100-100, batch 32, replay sample + Adam update."""
+    pipeline = build_pipeline(load_config(LUNAR))
+    timer = ctx.timers["dqn-learner"] = learner_timer(pipeline, ctx.size(10_000, 1_000))
+    ups = timer.rate(ctx.size(5, 3))
+    ctx.report("learner updates/s", ups, "updates/s", note="sample + update, jitted scan")
+
+
+@section("dqn-full", requires=("dqn-env", "dqn-learner"))
+def dqn_full(ctx: Context) -> None:
+    """Full loop steps/s: DQN on LunarLander-v3 through ChunkRunner, vs the sequential bound."""
+    overrides = ["--run.log-every", "2000"] if ctx.quick else []
+    config = load_config(LUNAR, overrides)
+    pipeline = build_pipeline(config)
+    kind = loop_kind(config)
+    # One chunk per log point, as `sparseq train` runs it.
+    cycles = max(config.run.log_every // pipeline.steps_per_cycle, 1)
+    full = ctx.timers["dqn-full"] = runner_timer(pipeline, kind, cycles)
+    # The env and learner timers run again between the full-loop repeats, so the bound
+    # and the full loop see the same load.
+    rates = interleaved_rates(
+        {"env": ctx.timers["dqn-env"], "learner": ctx.timers["dqn-learner"], "full": full}, ctx.size(5, 3)
+    )
+    sps = ctx.report("full-loop steps/s", rates["full"], "steps/s", note=f"{kind} loop, chunks of {cycles} cycles")
+    ctx.report("env steps/s, interleaved", rates["env"], "steps/s", note="re-timed between full-loop repeats")
+    ctx.report("learner updates/s, interl.", rates["learner"], "updates/s", note="re-timed between full-loop repeats")
+    bound = bound_steps_per_second(rates["env"], rates["learner"], pipeline.update_every)
+    ctx.report("bound 1/(1/env+1/learner)", bound, "steps/s", note="from the interleaved figures")
+    ctx.report("full / bound", sps / bound, "x", target=">= 0.8")
+
+
+ATARI = "dqn-atari"
+# A small replay: the benchmark times one update and four env steps, not memory; the
+# full-stack buffer at the pipeline's 1M capacity would need 28 GB.
+ATARI_OVERRIDES = ["--replay.capacity", "10000", "--learner.warmup", "200"]
+
+
+@section("cnn")
+def cnn(ctx: Context) -> None:
+    """Nature-CNN update (Pong-v5, batch 32, A=6): standalone jit vs the runner's cycle and scan loops."""
+    config = load_config(ATARI, ATARI_OVERRIDES)
+    pipeline = build_pipeline(config)
+    shape = "x".join(map(str, pipeline.collector.obs_shape))
+    note = f"obs {shape}, A={pipeline.collector.num_actions}"
+
+    standalone = 1e3 * update_seconds(pipeline, ctx.size(10, 3), ctx.size(3, 2))
+    ctx.report("update, standalone jit", standalone, "ms", note=note)
+
+    # The loop the runner picks (`cycle` on CPU: one donated jitted call per cycle of 4
+    # env steps + 1 update + operators); the cycle time is reported whole, nothing
+    # subtracted. Then the other loop, to show why it is not picked.
+    picked = loop_kind(config)
+    for kind in (picked, "scan" if picked == "cycle" else "cycle"):
+        # The rolled scan runs convolutions ~10x slower on CPU: a few cycles suffice.
+        slow = kind == "scan" and jax.default_backend() == "cpu"
+        cycles = ctx.size(3, 2) if slow else ctx.size(20, 5)
+        seconds = runner_seconds_per_chunk(pipeline, kind, cycles, 1 if slow else ctx.size(3, 2))
+        label = "picked by the runner" if kind == picked else "not picked"
+        note = f"4 env steps + 1 update; {label}"
+        cycle_ms = ctx.report(f"cycle, {kind} loop", 1e3 * seconds / cycles, "ms", note=note)
+        ctx.report(f"{kind} loop / standalone", cycle_ms / standalone, "x", target="<= 1.2" if kind == picked else "")
+
+
+# ---------------------------------------------------------------------------------
+# iS-DQN (issue 3): the iterated shared-target loop and its update cost
+
+ISDQN_LUNAR = "isdqn-lunarlander"  # K=3, MLP 100-100, batch 32, one update per step, T=200
+
+
+@section("isdqn-full", requires=("dqn-env",))
+def isdqn_full(ctx: Context) -> None:
+    """Full loop steps/s: iS-DQN K=3 on LunarLander-v3 through ChunkRunner, vs the sequential bound."""
+    overrides = ["--run.log-every", "2000"] if ctx.quick else []
+    config = load_config(ISDQN_LUNAR, overrides)
+    pipeline = build_pipeline(config)
+    ups = learner_updates_per_second(pipeline, ctx.size(10_000, 1_000), ctx.size(5, 3))
+    ctx.report("learner updates/s", ups, "updates/s", note="K=3: sample + iterated update, jitted scan")
+    kind = loop_kind(config)
+    cycles = max(config.run.log_every // pipeline.steps_per_cycle, 1)
+    seconds = runner_seconds_per_chunk(pipeline, kind, cycles, ctx.size(5, 3))
+    sps = ctx.report("full-loop steps/s", cycles * pipeline.steps_per_cycle / seconds, "steps/s", note=f"{kind} loop")
+    bound = bound_steps_per_second(ctx.figure("dqn-env/env steps/s"), ups, pipeline.update_every)
+    ctx.report("bound 1/(1/env+1/learner)", bound, "steps/s")
+    ctx.report("full / bound", sps / bound, "x", target=">= 0.8")
+
+
+def learner_update_seconds(
+    config: PipelineConfig, obs_shape: tuple[int, ...], num_actions: int, calls: int, repeats: int
+) -> float:
+    """Seconds per `learner.update` as its own donated jitted call on a fixed random
+    batch (no replay, no environment: only the learner the config builds)."""
+    from sparseq.config.build import make_learner
+    from sparseq.types import Batch
+
+    learner = make_learner(config, obs_shape, num_actions)
+    keys = jax.random.split(jax.random.key(0), 4)
+    size = config.replay.batch_size
+    frames = jax.random.randint(keys[0], (2, size, *obs_shape), 0, 256).astype(jnp.uint8)
+    batch = Batch(
+        obs=frames[0],
+        action=jax.random.randint(keys[1], (size,), 0, num_actions),
+        reward=jax.random.normal(keys[2], (size,)),
+        discount=jnp.full((size,), config.learner.gamma),
+        next_obs=frames[1],
+    )
+    update = eqx.filter_jit(lambda b, ls: learner.update(ls, b)[0], donate="all-except-first")
+
+    def several(learner_state):
+        for _ in range(calls):
+            learner_state = update(batch, learner_state)
+        return learner_state
+
+    seconds, _ = time_chained(several, learner.init(keys[3]), repeats)
+    return seconds / calls
+
+
+@section("isdqn-update")
+def isdqn_update(ctx: Context) -> None:
+    """Update time, Nature CNN + LayerNorm (84x84x4, batch 32, A=18): iS-DQN K=9 vs DQN, standalone jit."""
+    # Same torso on both sides (LayerNorm on for DQN too): the ratio isolates the
+    # iterated loss (one forward on concat(s, s'), 10 heads) against DQN's online
+    # forward on s plus a separate target forward on s'.
+    obs_shape, actions = (4, 84, 84), 18
+    dqn = load_config(ATARI, ["--network.layer-norm"])
+    isdqn = load_config("isdqn-atari")
+    calls, repeats = ctx.size(10, 3), ctx.size(3, 2)
+    dqn_ms = 1e3 * learner_update_seconds(dqn, obs_shape, actions, calls, repeats)
+    ctx.report("DQN update", dqn_ms, "ms", note="1 head + target network")
+    # The pipeline's choice (s' in its own stop-gradient pass), then the reference
+    # code's single pass on concat(s, s') for comparison.
+    is_ms = 1e3 * learner_update_seconds(isdqn, obs_shape, actions, calls, repeats)
+    note = f"10 heads, online_forward = {isdqn.learner.online_forward}"
+    ctx.report("iS-DQN K=9 update", is_ms, "ms", note=note)
+    ctx.report("iS-DQN / DQN", is_ms / dqn_ms, "x", target="<= 1.3")
+    concat = load_config("isdqn-atari", ["--learner.online-forward", "concat"])
+    concat_ms = 1e3 * learner_update_seconds(concat, obs_shape, actions, calls, repeats)
+    ctx.report("iS-DQN K=9 update, concat", concat_ms, "ms", note="one pass on concat(s, s')")
+    ctx.report("iS-DQN concat / DQN", concat_ms / dqn_ms, "x")
+
+
+# ---------------------------------------------------------------------------------
+# Atari (issue 5): Pong-v5 at the papers' protocol, DQN / iS-DQN K=3 / EauDeDQN K=5
+
+ATARI_VARIANTS = (
+    ("DQN", "dqn-atari", []),
+    ("iS-DQN K=3", "isdqn-atari", ["--network.iterations", "3"]),
+    ("EauDeDQN K=5", "eaudedqn-atari", []),
+)
+
+
+@section("atari-env")
+def atari_env(ctx: Context) -> None:
+    """Env-only steps/s: Pong-v5 with the atari preset, 1 env (and 8 on a GPU machine's CPU)."""
+    for num_envs in (1, 8) if jax.default_backend() != "cpu" else (1,):
+        collector = make_collector(load_config(ATARI, ["--env.num-envs", str(num_envs)]))
+        sps = env_steps_per_second(collector, ctx.size(2_000, 400), ctx.size(3, 2))
+        ctx.report(f"env steps/s, {num_envs} env", sps, "steps/s", note="frame-stack zero padding included")
+
+
+@section("atari-full", requires=("atari-env",))
+def atari_full(ctx: Context) -> None:
+    """Full loop steps/s, Pong-v5, 1 env, Nature CNN, 1 update per 4 steps: vs env-only + update time."""
+    env_sps = ctx.figure("atari-env/env steps/s, 1 env")
+    gpu = jax.default_backend() != "cpu"
+    for label, pipeline_name, overrides in ATARI_VARIANTS:
+        for num_envs in (1, 8) if gpu else (1,):
+            config = load_config(pipeline_name, [*ATARI_OVERRIDES, *overrides, "--env.num-envs", str(num_envs)])
+            pipeline = build_pipeline(config)
+            kind = loop_kind(config)
+            cycles = ctx.size(25, 5)  # a cycle: max(4, N) env steps and their updates
+            seconds = runner_seconds_per_chunk(pipeline, kind, cycles, ctx.size(3, 2))
+            sps = ctx.report(
+                f"{label}, {num_envs} env",
+                cycles * pipeline.steps_per_cycle / seconds,
+                "steps/s",
+                note=f"{kind} loop, replay {type(pipeline.replay).__name__}",
+            )
+            if gpu:
+                ctx.report(f"{label}, {num_envs} env: 10M steps", 1e7 / sps / 3600, "hours", note="projected")
+            if num_envs != 1:
+                continue
+            update = update_seconds(pipeline, ctx.size(10, 3), ctx.size(3, 2))
+            ctx.report(f"{label} update", 1e3 * update, "ms", note="standalone jit, no sampling")
+            # The bound: env-only time of 4 steps plus one update, nothing overlapped.
+            bound = pipeline.update_every / (pipeline.update_every / env_sps + update)
+            ctx.report(f"{label} bound", bound, "steps/s", note="4 / (4 / env + update)")
+            ctx.report(f"{label} full / bound", sps / bound, "x", target=">= 0.8")
+
+
+# ---------------------------------------------------------------------------------
+# EauDeQN / PolyPruneQN (issue 4): the masked population's update and full-loop cost
+
+SPARSE_VARIANTS = (
+    ("EauDeDQN K=5", "eaudedqn-lunarlander", ["--operators.prune-select.num-networks", "5"]),
+    ("PolyPruneDQN", "polyprunedqn-lunarlander", []),
+)
+
+
+@section("sparse-update", requires=("dqn-learner",))
+def sparse_update(ctx: Context) -> None:
+    """Update time, MLP 100-100 (LunarLander-v3, batch 32): EauDeDQN K=5 and PolyPruneDQN vs DQN, in a scan."""
+    # Sample + masked update inside one jitted scan, as the MLP runs in training; the
+    # DQN figure is dqn-learner's, measured moments before in this process.
+    dqn_ups = ctx.figure("dqn-learner/learner updates/s")
+    for label, name, overrides in SPARSE_VARIANTS:
+        pipeline = build_pipeline(load_config(name, overrides))
+        ups = learner_updates_per_second(pipeline, ctx.size(10_000, 1_000), ctx.size(5, 3))
+        ctx.report(f"{label} updates/s", ups, "updates/s", note="sample + masked update, jitted scan")
+        target = "<= 2.5" if label.startswith("EauDe") else ""
+        ctx.report(f"{label} / DQN update time", dqn_ups / ups, "x", target=target)
+
+
+@section("sparse-full", requires=("dqn-env", "dqn-full"))
+def sparse_full(ctx: Context) -> None:
+    """Full loop steps/s, LunarLander-v3: EauDeDQN K=5 and PolyPruneDQN through ChunkRunner, operators included."""
+    dqn_sps = ctx.figure("dqn-full/full-loop steps/s")
+    for label, name, overrides in SPARSE_VARIANTS:
+        extra = ["--run.log-every", "2000"] if ctx.quick else []
+        # One log chunk (10k steps) holds 50 target updates (selections), or 10 mask
+        # recomputations once PolyPrune's window is opened from step 0.
+        opened = ["--operators.poly-prune.start", "0"] if label == "PolyPruneDQN" else []
+        config = load_config(name, [*overrides, *extra, *opened])
+        pipeline = build_pipeline(config)
+        kind = loop_kind(config)
+        cycles = max(config.run.log_every // pipeline.steps_per_cycle, 1)
+        seconds = runner_seconds_per_chunk(pipeline, kind, cycles, ctx.size(5, 3))
+        steps = cycles * pipeline.steps_per_cycle
+        sps = ctx.report(f"{label} steps/s", steps / seconds, "steps/s", note=f"{kind} loop, operators included")
+        ctx.report(f"{label} / DQN steps/s", sps / dqn_sps, "x")
+
+
+# ---------------------------------------------------------------------------------
+# Driver
+
+
+def machine_line() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    device = jax.devices()[0]
+    return (
+        f"jax {jax.__version__}, backend {jax.default_backend()} ({device.device_kind}), "
+        f"{os.cpu_count()} cpus, load average {load:.2f} at start"
+    )
+
+
+def print_table(rows: list[Row]) -> None:
+    headers = ("section", "metric", "value", "unit", "target", "note")
+    cells = [(r.section, r.metric, format_value(r.value), r.unit, r.target, r.note) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+
+    def line(values) -> str:
+        parts = [v.rjust(w) if i == 2 else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))]
+        return "  ".join(parts).rstrip()
+
+    print(line(headers))
+    print(line(["-" * w for w in widths]))
+    for c in cells:
+        print(line(c))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated section names (their requirements run too)")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
+    parser.add_argument("--list", action="store_true", help="list the sections and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for s in SECTIONS.values():
+            needs = f" (needs {', '.join(s.requires)})" if s.requires else ""
+            print(f"{s.name:<14} {s.doc}{needs}")
+        return 0
+    names = resolve([n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS))
+    print(machine_line(), flush=True)
+    ctx = Context(quick=args.quick)
+    started = time.perf_counter()
+    for name in names:
+        ctx.current = name
+        print(f"[{name}] {SECTIONS[name].doc}", flush=True)
+        section_started = time.perf_counter()
+        SECTIONS[name].run(ctx)
+        print(f"  ({time.perf_counter() - section_started:.0f} s)", flush=True)
+    print(f"\nthroughput ({'quick, ' if args.quick else ''}{time.perf_counter() - started:.0f} s in all)")
+    print_table(ctx.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Shared test setup: CPU only, no W&B network, and small pipeline configurations.
+
+Every test is deterministic (fixed seeds) and runs on CPU in seconds, except the
+DQN CartPole acceptance test (tests/test_dqn_cartpole.py, about a minute).
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_config(out_dir: Path, **sections):
+    """DQN on CartPole-v1 at sizes that compile and run in seconds.
+
+    `sections` replaces fields per section, e.g. `learner={"warmup": 10}`.
+    """
+    from sparseq.config.schema import PipelineConfig
+
+    base = PipelineConfig()
+    changes = {
+        "run": {
+            "total_steps": 400,
+            "log_every": 100,
+            "progress": False,
+            "out_dir": str(out_dir),
+            "checkpoint_dir": str(out_dir.parent / "checkpoints"),  # never the repository's checkpoints/
+        },
+        "learner": {"warmup": 50},
+        "replay": {"capacity": 1_000, "batch_size": 8},
+        "network": {"hidden": (16, 16)},
+        "exploration": {"decay_steps": 100},
+    }
+    for name, values in sections.items():
+        changes.setdefault(name, {}).update(values)
+    fields = {}
+    for name, values in changes.items():
+        section = getattr(base, name)
+        if name == "run":
+            wandb = values.pop("wandb", {"mode": "disabled"})
+            values["wandb"] = dataclasses.replace(section.wandb, **wandb)
+        if name == "operators":
+            values = {k: dataclasses.replace(getattr(section, k), **v) for k, v in values.items()}
+        fields[name] = dataclasses.replace(section, **values)
+    return dataclasses.replace(base, **fields)
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """small_config with run folders under this test's tmp_path."""
+    return lambda **sections: small_config(tmp_path / "runs", **sections)
+
+
+def cli_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "SPARSEQ_HOME": str(REPO),
+        "JAX_PLATFORMS": "cpu",
+        "WANDB_MODE": "disabled",
+        "WANDB_SILENT": "true",
+    }
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Runs `python -m sparseq.cli ARGS` in tmp_path (a clean folder) and returns the
+    CompletedProcess with text stdout/stderr."""
+
+    def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sparseq.cli", *args],
+            cwd=tmp_path,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
