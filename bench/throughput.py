@@ -10,12 +10,15 @@ one; the ratios are measured in the same process moments apart, so they do. Noth
 asserted: targets are printed next to the figures.
 
 Every figure is the median of several timed repeats taken after a warm-up call that
-compiles; each timed call ends with `block_until_ready`.
+compiles; each timed call ends with `block_until_ready`. Where a ratio is the point
+(full loop vs bound, cycle vs standalone update), the timers involved run in alternation
+(`interleaved_rates`), so load from other processes hits both sides alike.
 
 Adding a section (later issues do): write `def my_section(ctx: Context) -> None` that
-measures with the helpers below and calls `ctx.report(...)`, and decorate it with
-`@section("my-section", requires=("dqn-env",))` to run after (and reuse the figures
-of) the sections it names.
+measures with the helpers below (`env_timer`, `learner_timer`, `runner_timer`,
+`update_timer`, ...) and calls `ctx.report(...)`, and decorate it with
+`@section("my-section", requires=("dqn-env",))` to run after the sections it names and
+reuse their figures (`ctx.figure`) or compiled timers (`ctx.timers`).
 """
 
 import argparse
@@ -243,9 +246,10 @@ def learner_updates_per_second(pipeline: Pipeline, updates: int, repeats: int, s
     return learner_timer(pipeline, updates, seed).rate(repeats)
 
 
-def update_seconds(pipeline: Pipeline, calls: int, repeats: int, seed: int = 0) -> float:
-    """Seconds per gradient step as its own donated jitted call of `learner.update`
-    (no sampling, no loop around it) on a fixed batch from a full buffer."""
+def update_timer(pipeline: Pipeline, calls: int, seed: int = 0) -> Timer:
+    """`calls` gradient steps, each its own donated jitted call of `learner.update`
+    (no sampling, no loop around it) on a fixed batch from a full buffer; units are
+    updates."""
     state = filled_state(pipeline, jax.random.key(seed))
     batch = pipeline.replay.sample(state.replay, jax.random.key(seed + 1))
     update = eqx.filter_jit(lambda b, ls: pipeline.learner.update(ls, b)[0], donate="all-except-first")
@@ -255,8 +259,12 @@ def update_seconds(pipeline: Pipeline, calls: int, repeats: int, seed: int = 0) 
             learner_state = update(batch, learner_state)
         return learner_state
 
-    seconds, _ = time_chained(several, state.learner, repeats)
-    return seconds / calls
+    return Timer(several, state.learner, calls)
+
+
+def update_seconds(pipeline: Pipeline, calls: int, repeats: int, seed: int = 0) -> float:
+    """Median seconds per standalone gradient step (see `update_timer`)."""
+    return 1.0 / update_timer(pipeline, calls, seed).rate(repeats)
 
 
 def runner_timer(pipeline: Pipeline, kind: str, cycles: int, seed: int = 0, warmup: int = 1) -> Timer:
@@ -348,22 +356,29 @@ def cnn(ctx: Context) -> None:
     shape = "x".join(map(str, pipeline.collector.obs_shape))
     note = f"obs {shape}, A={pipeline.collector.num_actions}"
 
-    standalone = 1e3 * update_seconds(pipeline, ctx.size(10, 3), ctx.size(3, 2))
-    ctx.report("update, standalone jit", standalone, "ms", note=note)
-
     # The loop the runner picks (`cycle` on CPU: one donated jitted call per cycle of 4
-    # env steps + 1 update + operators); the cycle time is reported whole, nothing
-    # subtracted. Then the other loop, to show why it is not picked.
+    # env steps + 1 update + operators) against the update as its own jitted call,
+    # timed in alternation so both see the same load. The cycle time is reported
+    # whole: nothing is subtracted for its env steps.
     picked = loop_kind(config)
-    for kind in (picked, "scan" if picked == "cycle" else "cycle"):
-        # The rolled scan runs convolutions ~10x slower on CPU: a few cycles suffice.
-        slow = kind == "scan" and jax.default_backend() == "cpu"
-        cycles = ctx.size(3, 2) if slow else ctx.size(20, 5)
-        seconds = runner_seconds_per_chunk(pipeline, kind, cycles, 1 if slow else ctx.size(3, 2))
-        label = "picked by the runner" if kind == picked else "not picked"
-        note = f"4 env steps + 1 update; {label}"
-        cycle_ms = ctx.report(f"cycle, {kind} loop", 1e3 * seconds / cycles, "ms", note=note)
-        ctx.report(f"{kind} loop / standalone", cycle_ms / standalone, "x", target="<= 1.2" if kind == picked else "")
+    timers = {"update": update_timer(pipeline, ctx.size(10, 3))}
+    timers["cycle"] = runner_timer(pipeline, picked, ctx.size(20, 5))
+    rates = interleaved_rates(timers, ctx.size(3, 2))
+    standalone = ctx.report("update, standalone jit", 1e3 / rates["update"], "ms", note=note)
+    steps = pipeline.steps_per_cycle
+    cycle_ms = 1e3 * steps / rates["cycle"]
+    note = f"{steps} env steps + 1 update; picked by the runner"
+    ctx.report(f"cycle, {picked} loop", cycle_ms, "ms", note=note)
+    ctx.report(f"{picked} loop / standalone", cycle_ms / standalone, "x", target="<= 1.2")
+
+    # The other loop, to show why the runner does not pick it (on CPU the rolled scan
+    # runs convolutions ~10x slower: a few cycles suffice).
+    other = "scan" if picked == "cycle" else "cycle"
+    slow = other == "scan" and jax.default_backend() == "cpu"
+    cycles = ctx.size(3, 2) if slow else ctx.size(20, 5)
+    seconds = runner_seconds_per_chunk(pipeline, other, cycles, 1 if slow else ctx.size(3, 2))
+    other_ms = ctx.report(f"cycle, {other} loop", 1e3 * seconds / cycles, "ms", note="not picked")
+    ctx.report(f"{other} loop / standalone", other_ms / standalone, "x")
 
 
 # ---------------------------------------------------------------------------------

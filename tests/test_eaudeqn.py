@@ -306,3 +306,29 @@ def test_tiny_runs_log_and_plot_sparsity(make_config, method):
     else:
         assert kinds == [PolyPrune, TargetSync]
         assert sparsity[-1] == pytest.approx(0.5, abs=0.01)
+
+
+def test_selections_file_appends_every_selection_and_truncates_on_resume(tmp_path):
+    from sparseq.selections import append_selections, truncate_selections
+
+    def chunk(first_step: int) -> dict[str, np.ndarray]:
+        return {
+            "env_steps": np.arange(first_step, first_step + 4) * 100,
+            "target_updated": np.array([False, True, False, True]),
+            "population/selected": np.array([0, 2, 2, 1]),
+            "population/loss_sum": np.arange(12, dtype=np.float32).reshape(4, 3),
+            "population/sparsity": np.tile(np.array([0.1, 0.2, 0.3], np.float32), (4, 1)),
+            "sparsity/overall": np.array([0.0, 0.1, 0.1, 0.2], np.float32),
+        }
+
+    append_selections(tmp_path, {"env_steps": np.arange(3), "target_updated": np.ones(3, bool)})  # DQN: nothing
+    assert not (tmp_path / "selections.csv").exists()
+    append_selections(tmp_path, chunk(1))
+    append_selections(tmp_path, chunk(5))
+    rows = np.genfromtxt(tmp_path / "selections.csv", delimiter=",", names=True)
+    np.testing.assert_array_equal(rows["env_steps"], [200, 400, 600, 800])
+    np.testing.assert_array_equal(rows["selected"], [2, 1, 2, 1])
+    np.testing.assert_array_equal(rows["loss_sum_2"], [5, 11, 5, 11])
+    truncate_selections(tmp_path, 500)
+    rows = np.genfromtxt(tmp_path / "selections.csv", delimiter=",", names=True)
+    np.testing.assert_array_equal(rows["env_steps"], [200, 400])

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tests.conftest import cli_env
 
 STEPS = 1_200
@@ -30,7 +29,11 @@ FLAGS = [
 
 def _sparseq(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sparseq.cli", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
+        [sys.executable, "-m", "sparseq.cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -47,7 +50,11 @@ def _final_arrays(checkpoints: Path) -> dict[str, np.ndarray]:
 def _kill_after_first_checkpoint(cwd: Path, name: str, pipeline: str, flags: list[str]) -> Path:
     process = subprocess.Popen(
         [sys.executable, "-m", "sparseq.cli", "train", pipeline, f"--run.name={name}", *flags],
-        cwd=cwd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 240
     try:
@@ -157,8 +164,17 @@ def test_resume_errors_are_one_line(tmp_path, make_config):
     missing = _sparseq(tmp_path, "train", "--resume", "runs/nope")
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == ["sparseq: error: runs/nope: run folder not found"]
-    done = _sparseq(tmp_path, "train", "dqn-cartpole", "--run.name=a", *FLAGS[:1], "--run.total-steps=600",
-                    "--learner.warmup=200", "--no-run.progress", "--run.wandb.mode=disabled")
+    done = _sparseq(
+        tmp_path,
+        "train",
+        "dqn-cartpole",
+        "--run.name=a",
+        *FLAGS[:1],
+        "--run.total-steps=600",
+        "--learner.warmup=200",
+        "--no-run.progress",
+        "--run.wandb.mode=disabled",
+    )
     assert done.returncode == 0, done.stderr[-1500:]
     (folder,) = tmp_path.glob("runs/a-*")
     changed = _sparseq(tmp_path, "train", "--resume", str(folder), "--learner.gamma=0.5")

@@ -20,11 +20,10 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from sparseq.config.errors import CheckpointError
 from sparseq.pipeline import TrainState
 
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be read (one-line message)."""
+__all__ = ["CheckpointError", "Checkpointer", "write_json"]
 
 
 def _is_key(x: Any) -> bool:
@@ -42,9 +41,7 @@ def _saved_part(state: TrainState, include_replay: bool) -> Any:
 
 def _flatten(tree: Any) -> dict[str, np.ndarray]:
     leaves = jax.tree.leaves(tree)
-    return {
-        f"leaf_{i:05d}": np.asarray(jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)
-    }
+    return {f"leaf_{i:05d}": np.asarray(jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)}
 
 
 class Checkpointer:
@@ -61,6 +58,9 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_names=("state", "meta"),
         )
+
+    def _where(self, step: int) -> Path:
+        return self.directory / str(step)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -94,8 +94,10 @@ class Checkpointer:
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
             return dict(restored["meta"])
-        except Exception as error:  # noqa: BLE001 - any read failure is a corrupt checkpoint
-            raise CheckpointError(f"{self.directory / str(step)}: unreadable checkpoint ({_first_line(error)})") from None
+        except Exception as error:
+            raise CheckpointError(
+                f"{self.directory / str(step)}: unreadable checkpoint ({_first_line(error)})"
+            ) from None
 
     def restore(self, step: int, template: TrainState, meta: dict[str, Any]) -> TrainState:
         """Restores `step` into the structure of `template` (a freshly initialised
@@ -104,15 +106,15 @@ class Checkpointer:
         include_replay = bool(meta.get("include_replay", True))
         part = _saved_part(template, include_replay)
         leaves, treedef = jax.tree.flatten(part)
-        abstract = {
-            name: np.zeros(value.shape, value.dtype) for name, value in _flatten(jax.device_get(part)).items()
-        }
+        abstract = {name: np.zeros(value.shape, value.dtype) for name, value in _flatten(jax.device_get(part)).items()}
         try:
-            restored = self.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-            )["state"]
-        except Exception as error:  # noqa: BLE001
-            raise CheckpointError(f"{self.directory / str(step)}: unreadable checkpoint ({_first_line(error)})") from None
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
+                "state"
+            ]
+        except Exception as error:
+            raise CheckpointError(
+                f"{self.directory / str(step)}: unreadable checkpoint ({_first_line(error)})"
+            ) from None
         if set(restored) != set(abstract):
             raise CheckpointError(f"{self.directory / str(step)}: checkpoint does not match the pipeline's state")
         new_leaves = []
@@ -123,7 +125,7 @@ class Checkpointer:
             else:
                 if value.shape != old.shape:
                     raise CheckpointError(
-                        f"{self.directory / str(step)}: leaf {i} has shape {value.shape}, the pipeline needs {old.shape}"
+                        f"{self._where(step)}: leaf {i} has shape {value.shape}, the pipeline needs {old.shape}"
                     )
                 new_leaves.append(jax.numpy.asarray(value, dtype=old.dtype))
         loaded = jax.tree.unflatten(treedef, new_leaves)

@@ -71,7 +71,7 @@ def _pop_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
 
 
 def train_command(args: list[str]) -> int:
-    from sparseq.checkpoint import CheckpointError
+    from sparseq.config.errors import CheckpointError
     from sparseq.config.loader import load_pipeline
 
     try:
@@ -98,7 +98,7 @@ def train_command(args: list[str]) -> int:
 
 
 def _resume(run: str, args: list[str]) -> int:
-    from sparseq.checkpoint import CheckpointError
+    from sparseq.config.errors import CheckpointError
     from sparseq.resume import prepare_resume
     from sparseq.run import resume
 

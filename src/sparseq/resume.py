@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sparseq.checkpoint import CheckpointError, Checkpointer
+from sparseq.checkpoint import Checkpointer, CheckpointError
 from sparseq.config.dump import to_dict
 from sparseq.config.errors import ConfigError
 from sparseq.config.loader import load_pipeline
@@ -83,13 +83,11 @@ def prepare_resume(run: str, overrides: list[str]) -> tuple[PipelineConfig, Path
     checkpointer = Checkpointer(checkpoint_folder(config, folder), include_replay=config.run.checkpoint_replay)
     step, meta = latest_readable(checkpointer)
     checkpointer.close()
-    edited = [
-        d
-        for d in differences(meta["config"], to_dict(saved))
-        if d.split(" ", 1)[0] not in CHANGEABLE
-    ]
+    edited = [d for d in differences(meta["config"], to_dict(saved)) if d.split(" ", 1)[0] not in CHANGEABLE]
     if edited:
         raise ConfigError(display(pipeline_file), f"changed since the checkpoint at step {step}: {'; '.join(edited)}")
     if not meta.get("include_replay", True):
-        warnings.warn("the checkpoint has no replay buffer: the resumed run starts with an empty one (not exact)", stacklevel=2)
+        warnings.warn(
+            "the checkpoint has no replay buffer: the resumed run starts with an empty one (not exact)", stacklevel=2
+        )
     return dataclasses.replace(config), folder, step, meta

@@ -158,9 +158,7 @@ def summarize_chunk(metrics: dict[str, np.ndarray]) -> tuple[dict[str, Any], lis
     done = metrics["episode_done"].reshape(cycles, -1)
     returns = metrics["episode_return"].reshape(cycles, -1)
     lengths = metrics["episode_length"].reshape(cycles, -1)
-    episodes = [
-        (int(env_steps[c]), float(returns[c, e]), int(lengths[c, e])) for c, e in zip(*np.nonzero(done))
-    ]
+    episodes = [(int(env_steps[c]), float(returns[c, e]), int(lengths[c, e])) for c, e in zip(*np.nonzero(done))]
     record["train/episodes"] = len(episodes)
     if episodes:
         record["train/return_mean"] = float(np.mean([r for _, r, _ in episodes]))
@@ -364,9 +362,7 @@ class Trainer:
                 f"non-finite parameters by environment step {steps} (stage: learner update or operators); {keep}"
             )
 
-    def _log(
-        self, metrics, log: MetricsLog, wandb_log: WandbLog, steps_per_second: float, started: float, state=None
-    ):
+    def _log(self, metrics, log: MetricsLog, wandb_log: WandbLog, steps_per_second: float, started: float, state=None):
         record, episodes = summarize_chunk(metrics)
         self.recent.extend(r for _, r, _ in episodes)
         self.returns.extend(r for _, r, _ in episodes)

@@ -24,3 +24,7 @@ class ConfigError(Exception):
             parts.append(f"{self.key} = {self.value!r}" if self.has_value else self.key)
         parts.append(self.reason)
         return ": ".join(parts)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or used (one-line message)."""
