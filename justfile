@@ -19,6 +19,7 @@ test *args="":
 bench:
     {{py}} bench/throughput.py
     {{py}} bench/memory.py
+    {{py}} bench/inference.py
 
 # Lint
 lint:

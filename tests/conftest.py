@@ -69,19 +69,19 @@ def cli_env() -> dict[str, str]:
     }
 
 
+def sparseq_cli(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Runs `python -m sparseq.cli ARGS` in `cwd` with text stdout/stderr captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "sparseq.cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def run_cli(tmp_path):
-    """Runs `python -m sparseq.cli ARGS` in tmp_path (a clean folder) and returns the
-    CompletedProcess with text stdout/stderr."""
-
-    def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "sparseq.cli", *args],
-            cwd=tmp_path,
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    return run
+    """Runs the CLI in tmp_path (a clean folder) and returns the CompletedProcess."""
+    return lambda *args, timeout=180: sparseq_cli(tmp_path, *args, timeout=timeout)

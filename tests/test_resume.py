@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import cli_env
+from tests.conftest import cli_env, sparseq_cli
 
 STEPS = 1_200
 FLAGS = [
@@ -27,15 +27,8 @@ FLAGS = [
 ]
 
 
-def _sparseq(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sparseq.cli", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _sparseq(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return sparseq_cli(cwd, *args, timeout=300)
 
 
 def _final_arrays(checkpoints: Path) -> dict[str, np.ndarray]:
