@@ -247,6 +247,8 @@ def config_from_assignments(assignments: list[tuple[str, Any, str]]) -> tuple[Pi
     sources: Sources = {}
     for dotted, value, source in assignments:
         hint = _lookup(PipelineConfig, dotted, source, value)
+        if source == CLI and value is True and hint is not bool:
+            raise ConfigError(source, "needs a value", f"--{dotted.replace('_', '-')}")
         try:
             typed = coerce(hint, value, from_text=source == CLI)
         except ValueError as error:
@@ -264,7 +266,12 @@ def load_pipeline(name: str | Path | None, overrides: list[str] = ()) -> tuple[P
     if name is not None:
         path = resolve_pipeline_path(str(name))
         assignments.extend(_file_assignments(path))
-    assignments.extend(parse_overrides(list(overrides)))
+    flags = parse_overrides(list(overrides))
+    # `--env.preset NAME` switches preset: its env values go over the file's, under the other flags.
+    for dotted, value, source in flags:
+        if dotted == "env.preset":
+            assignments.extend(_preset_assignments(value, source))
+    assignments.extend(a for a in flags if a[0] != "env.preset")
     config, sources = config_from_assignments(assignments)
     default_source = display(path) if path is not None else "defaults"
     validate(config, lambda key: sources.get(key, default_source))
