@@ -7,8 +7,9 @@ state also gives restore its abstract target. envpool's handle is process-specif
 is never saved: a resumed run re-creates the pool (see boundary.py).
 
 orbax writes each step to a temporary folder and renames it when complete, so a save
-killed at any point never replaces the last good checkpoint. Saves are asynchronous
-from a host copy of the state (donated device buffers are reused by the next chunk).
+killed at any point never replaces the last good checkpoint. Saves are written from
+the state's own buffers and finished before training goes on (no host copy of a
+multi-GB replay).
 """
 
 import json
@@ -39,9 +40,9 @@ def _saved_part(state: TrainState, include_replay: bool) -> Any:
     return eqx.filter(state, eqx.is_array)
 
 
-def _flatten(tree: Any) -> dict[str, np.ndarray]:
+def _flatten(tree: Any) -> dict[str, Any]:
     leaves = jax.tree.leaves(tree)
-    return {f"leaf_{i:05d}": np.asarray(jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)}
+    return {f"leaf_{i:05d}": jax.random.key_data(x) if _is_key(x) else x for i, x in enumerate(leaves)}
 
 
 class Checkpointer:
@@ -69,11 +70,13 @@ class Checkpointer:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: TrainState, meta: dict[str, Any]) -> None:
-        """Starts an asynchronous save of `state` at `step` (a previous save is
-        finished first). A step that already exists is replaced."""
+        """Saves `state` at `step` and returns once it is written: the next chunk
+        donates (reuses) the state's buffers, and copying a multi-GB replay to host
+        memory first would double the run's memory. A step that already exists is
+        replaced."""
         ocp = self._ocp
         self.manager.wait_until_finished()
-        arrays = _flatten(jax.device_get(_saved_part(state, self.include_replay)))
+        arrays = _flatten(_saved_part(state, self.include_replay))
         if step in self.manager.all_steps():
             self.manager.delete(step)
         saved = self.manager.save(
@@ -83,6 +86,7 @@ class Checkpointer:
                 meta=ocp.args.JsonSave({**meta, "include_replay": self.include_replay}),
             ),
         )
+        self.manager.wait_until_finished()
         if not saved:
             warnings.warn(f"checkpoint at step {step} was not written", stacklevel=2)
 
