@@ -151,6 +151,8 @@ def print_summary(folder: Path, summary: dict) -> None:
         ("wall time (s)", summary["wall_seconds"]),
         ("online parameters", summary["online_parameters"]),
     ]
+    if summary.get("sparsity") is not None:
+        rows.append(("sparsity (pruned weights)", f"{summary['sparsity']:.1%}"))
     width = max(len(k) for k, _ in rows)
     print(f"\nrun folder: {folder}")
     for key, value in rows:

@@ -12,6 +12,7 @@ a killed-and-resumed one); wall-clock figures go to timing.jsonl.
 
 import dataclasses
 import datetime
+import json
 import signal
 import sys
 import time
@@ -258,6 +259,7 @@ class Trainer:
         self.recent: deque[float] = deque(maxlen=RECENT_EPISODES)
         self.returns: list[float] = []
         self.wandb_id: str | None = None
+        self.sparsity: float | None = None  # last logged sparsity/overall, when pruning
         # Evaluation episodes (eval.every > 0): on the host between chunks, own pool.
         self.evaluator = make_evaluator(config, self.pipeline, self.kind)
 
@@ -364,6 +366,8 @@ class Trainer:
 
     def _log(self, metrics, log: MetricsLog, wandb_log: WandbLog, steps_per_second: float, started: float, state=None):
         record, episodes = summarize_chunk(metrics)
+        if "sparsity/overall" in record:
+            self.sparsity = record["sparsity/overall"]
         self.recent.extend(r for _, r, _ in episodes)
         self.returns.extend(r for _, r, _ in episodes)
         steps = self.cycle * self.steps_per_cycle
@@ -382,10 +386,14 @@ class Trainer:
         return record
 
     def restore_history(self, log: MetricsLog) -> None:
-        """Rebuilds the recent-return window from episodes.csv (after a resume)."""
+        """Rebuilds the recent-return window from episodes.csv and the last sparsity
+        from metrics.jsonl (after a resume)."""
         _, returns = read_episodes(log.episodes_path)
         self.returns = [float(r) for r in returns]
         self.recent.extend(self.returns[-RECENT_EPISODES:])
+        lines = log.path.read_text().splitlines() if log.path.exists() else []
+        if lines:
+            self.sparsity = json.loads(lines[-1]).get("sparsity/overall")
 
     def summary(self, state: TrainState, wall: float, status: str) -> dict[str, Any]:
         summary = {
@@ -400,6 +408,7 @@ class Trainer:
             "wall_seconds": wall,
             "steps_per_second": None,
             "loop": self.kind,
+            "sparsity": self.sparsity,
             "online_parameters": tree_count(state.learner.online),
             "parameter_bytes": tree_bytes(state.learner.online) + tree_bytes(state.learner.target),
             "optimizer_bytes": tree_bytes(state.learner.opt_state),
