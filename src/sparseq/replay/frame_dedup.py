@@ -77,18 +77,11 @@ class FrameDedupReplay(UniformReplay):
 
     def init(self, obs_shape: tuple[int, ...], obs_dtype) -> FrameDedupState:
         """obs_shape: (S * c, H, W), the stacked observation envpool returns."""
-        c, f, n = self.slots, self.frame_slots, self.num_envs
+        f, n = self.frame_slots, self.num_envs
         return FrameDedupState(
             frames=jnp.zeros((f, n, *self._frame_shape(obs_shape)), obs_dtype),
             episode_pos=jnp.zeros((f, n), jnp.uint8),
-            action=jnp.zeros((c, n), jnp.int32),
-            reward=jnp.zeros((c, n), jnp.float32),
-            terminated=jnp.zeros((c, n), bool),
-            truncated=jnp.zeros((c, n), bool),
-            # All True: the (virtual) entry before the first one ends an episode, so
-            # the first observation of every stream starts one.
-            is_reset_step=jnp.ones((c, n), bool),
-            count=jnp.zeros((), jnp.int32),
+            **self.empty_metadata(),
         )
 
     def add(self, state: FrameDedupState, transition: Transition) -> FrameDedupState:

@@ -52,17 +52,22 @@ class UniformReplay(eqx.Module):
     def slots(self) -> int:
         return max(self.capacity // self.num_envs, self.n_step + 2)
 
-    def init(self, obs_shape: tuple[int, ...], obs_dtype) -> ReplayState:
+    def empty_metadata(self) -> dict[str, Array]:
+        """Per-slot actions, rewards and flags, shared by every buffer layout. All slots
+        start as auto-reset steps: never sampled, and the first stored observation of a
+        stream starts an episode."""
         c, n = self.slots, self.num_envs
-        return ReplayState(
-            obs=jnp.zeros((c, n, *obs_shape), obs_dtype),
-            action=jnp.zeros((c, n), jnp.int32),
-            reward=jnp.zeros((c, n), jnp.float32),
-            terminated=jnp.zeros((c, n), bool),
-            truncated=jnp.zeros((c, n), bool),
-            is_reset_step=jnp.ones((c, n), bool),
-            count=jnp.zeros((), jnp.int32),
-        )
+        return {
+            "action": jnp.zeros((c, n), jnp.int32),
+            "reward": jnp.zeros((c, n), jnp.float32),
+            "terminated": jnp.zeros((c, n), bool),
+            "truncated": jnp.zeros((c, n), bool),
+            "is_reset_step": jnp.ones((c, n), bool),
+            "count": jnp.zeros((), jnp.int32),
+        }
+
+    def init(self, obs_shape: tuple[int, ...], obs_dtype) -> ReplayState:
+        return ReplayState(obs=jnp.zeros((self.slots, self.num_envs, *obs_shape), obs_dtype), **self.empty_metadata())
 
     def add(self, state: ReplayState, transition: Transition) -> ReplayState:
         """Writes one time step of every stream (in place when the state is donated)."""
