@@ -99,9 +99,7 @@ class Checkpointer:
             restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
             return dict(restored["meta"])
         except Exception as error:
-            raise CheckpointError(
-                f"{self.directory / str(step)}: unreadable checkpoint ({_first_line(error)})"
-            ) from None
+            raise CheckpointError(f"{self._where(step)}: unreadable checkpoint ({_first_line(error)})") from None
 
     def restore(self, step: int, template: TrainState, meta: dict[str, Any]) -> TrainState:
         """Restores `step` into the structure of `template` (a freshly initialised
@@ -110,17 +108,17 @@ class Checkpointer:
         include_replay = bool(meta.get("include_replay", True))
         part = _saved_part(template, include_replay)
         leaves, treedef = jax.tree.flatten(part)
-        abstract = {name: np.zeros(value.shape, value.dtype) for name, value in _flatten(jax.device_get(part)).items()}
+        # Shapes and dtypes only: np.empty leaves pages untouched, so a multi-GB replay
+        # costs no memory here (no host copy of the template either).
+        abstract = {name: np.empty(value.shape, value.dtype) for name, value in _flatten(part).items()}
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
                 "state"
             ]
         except Exception as error:
-            raise CheckpointError(
-                f"{self.directory / str(step)}: unreadable checkpoint ({_first_line(error)})"
-            ) from None
+            raise CheckpointError(f"{self._where(step)}: unreadable checkpoint ({_first_line(error)})") from None
         if set(restored) != set(abstract):
-            raise CheckpointError(f"{self.directory / str(step)}: checkpoint does not match the pipeline's state")
+            raise CheckpointError(f"{self._where(step)}: checkpoint does not match the pipeline's state")
         new_leaves = []
         for i, old in enumerate(leaves):
             value = np.asarray(restored[f"leaf_{i:05d}"])

@@ -7,7 +7,6 @@ that only extend or display the run may change on resume; anything else that dif
 that names the keys.
 """
 
-import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
@@ -90,4 +89,4 @@ def prepare_resume(run: str, overrides: list[str]) -> tuple[PipelineConfig, Path
         warnings.warn(
             "the checkpoint has no replay buffer: the resumed run starts with an empty one (not exact)", stacklevel=2
         )
-    return dataclasses.replace(config), folder, step, meta
+    return config, folder, step, meta
