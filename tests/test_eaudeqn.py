@@ -332,3 +332,35 @@ def test_selections_file_appends_every_selection_and_truncates_on_resume(tmp_pat
     truncate_selections(tmp_path, 500)
     rows = np.genfromtxt(tmp_path / "selections.csv", delimiter=",", names=True)
     np.testing.assert_array_equal(rows["env_steps"], [200, 400])
+
+
+def test_random_acting_member_draws_uniformly_and_only_with_its_probability():
+    population = 4
+    state = eqx.tree_at(lambda s: s.acting_member, learner(population).init(jax.random.key(0)), jnp.asarray(2))
+    draw = jax.jit(jax.vmap(lambda key, p: learner(population).with_random_acting_member(state, key, p).acting_member))
+    keys = jax.random.split(jax.random.key(3), 4000)
+    always = np.asarray(draw(keys, jnp.ones(4000)))
+    counts = np.bincount(always, minlength=population)
+    assert np.all(np.abs(counts / 4000 - 1 / population) < 0.03)
+    assert np.all(np.asarray(draw(keys, jnp.zeros(4000))) == 2)
+    sometimes = np.asarray(draw(keys, jnp.full(4000, 0.2)))
+    # With probability 0.2 a uniform draw, which lands on member 2 a quarter of the time.
+    assert abs(np.mean(sometimes != 2) - 0.2 * 3 / 4) < 0.03
+
+
+def test_member_exploration_schedule_reaches_the_collector_only_when_enabled(make_config):
+    base = {"prune_select": {"enabled": True, "num_networks": 3}}
+    schedule = {"member_start": 1.0, "member_end": 0.1, "member_decay_steps": 100}
+    config = make_config(operators=base, exploration=schedule)
+    pipe = build_pipeline(config)
+    assert pipe.exploration.explores_members
+    start = pipe.learning_starts
+    schedule = [float(pipe.exploration.member_epsilon(jnp.asarray(t), start)) for t in (0, start + 50, start + 500)]
+    assert schedule == pytest.approx([1.0, 0.55, 0.1])
+    _, metrics = pipe.collect(pipe.init(jax.random.key(0)))
+    assert float(metrics["member_epsilon"]) == 1.0
+    plain = build_pipeline(make_config(operators=base))
+    assert not plain.exploration.explores_members
+    assert "member_epsilon" not in plain.collect(plain.init(jax.random.key(0)))[1]
+    with pytest.raises(ConfigError, match=r"exploration\.member_start"):
+        load_pipeline("eaudedqn-cartpole", ["--exploration.member-start", "1.5"])

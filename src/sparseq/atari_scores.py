@@ -53,7 +53,7 @@ def _by_key() -> dict[str, str]:
 
 
 def task_id_of(game: str) -> str:
-    """"Pong-v5", "Pong", "pong" or "ms_pacman" -> the envpool task id; KeyError if
+    """ "Pong-v5", "Pong", "pong" or "ms_pacman" -> the envpool task id; KeyError if
     the game has no reference scores."""
     found = _by_key().get(_key(game))
     if found is None:

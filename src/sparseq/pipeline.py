@@ -35,14 +35,35 @@ class TrainState(eqx.Module):
 
 class Exploration(eqx.Module):
     """Linear epsilon-greedy schedule (Dopamine's): `start` during warm-up, then linear
-    to `end` over `decay_steps` environment steps."""
+    to `end` over `decay_steps` environment steps.
+
+    member_*: the same kind of schedule for eps_b, the probability of acting with a
+    uniformly drawn online network of a population instead of the selected one
+    (EauDeQN's option, from Adaptive Q-Network); off when both ends are 0.
+    """
 
     start: float = eqx.field(static=True, default=1.0)
     end: float = eqx.field(static=True, default=0.01)
     decay_steps: int = eqx.field(static=True, default=1_000)
+    member_start: float = eqx.field(static=True, default=0.0)
+    member_end: float = eqx.field(static=True, default=0.0)
+    member_decay_steps: int = eqx.field(static=True, default=100_000)
 
     def epsilon(self, env_steps: Array, warmup: int) -> Array:
         return linear_epsilon(env_steps, start=self.start, end=self.end, decay_steps=self.decay_steps, warmup=warmup)
+
+    @property
+    def explores_members(self) -> bool:
+        return self.member_start > 0 or self.member_end > 0
+
+    def member_epsilon(self, env_steps: Array, warmup: int) -> Array:
+        return linear_epsilon(
+            env_steps,
+            start=self.member_start,
+            end=self.member_end,
+            decay_steps=self.member_decay_steps,
+            warmup=warmup,
+        )
 
 
 class Pipeline(eqx.Module):
@@ -109,7 +130,15 @@ class Pipeline(eqx.Module):
         """One iteration of acting and collection: N environment steps into the replay."""
         key, act_key = jax.random.split(state.key)
         epsilon = self.exploration.epsilon(state.env_steps, self.learning_starts)
-        actions = self.learner.act(state.learner, state.collector.obs, act_key, epsilon)
+        acting_learner, member_metrics = state.learner, {}
+        if self.exploration.explores_members:
+            # A key of its own, so runs without the option keep their random streams.
+            member_epsilon = self.exploration.member_epsilon(state.env_steps, self.learning_starts)
+            acting_learner = self.learner.with_random_acting_member(
+                state.learner, jax.random.fold_in(act_key, 1), member_epsilon
+            )
+            member_metrics = {"member_epsilon": member_epsilon}
+        actions = self.learner.act(acting_learner, state.collector.obs, act_key, epsilon)
         collector_state, transition, episodes = self.collector.step(state.collector, actions)
         new_state = eqx.tree_at(
             lambda s: (s.collector, s.replay, s.env_steps, s.key),
@@ -126,6 +155,7 @@ class Pipeline(eqx.Module):
             "episode_return": episodes.episode_return,
             "episode_length": episodes.episode_length,
             "episode_done": episodes.done,
+            **member_metrics,
         }
 
     def learn(self, state: TrainState) -> tuple[TrainState, dict[str, Array]]:

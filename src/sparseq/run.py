@@ -165,9 +165,11 @@ def summarize_chunk(metrics: dict[str, np.ndarray]) -> tuple[dict[str, Any], lis
         record["train/return_mean"] = float(np.mean([r for _, r, _ in episodes]))
         record["train/length_mean"] = float(np.mean([n for _, _, n in episodes]))
     record["train/epsilon"] = float(metrics["epsilon"].reshape(-1)[-1])
+    if "member_epsilon" in metrics:
+        record["train/member_epsilon"] = float(metrics["member_epsilon"].reshape(-1)[-1])
     updated = metrics["updated"].astype(bool)
     record["train/updates"] = int(updated.sum())
-    skip = {"env_steps", "episode_done", "episode_return", "episode_length", "epsilon", "updated"}
+    skip = {"env_steps", "episode_done", "episode_return", "episode_length", "epsilon", "member_epsilon", "updated"}
     for name, values in metrics.items():
         if name in skip:
             continue

@@ -188,7 +188,7 @@ def build_pipeline(config: PipelineConfig, *, collector: EnvpoolCollector | None
         replay=make_replay(config, collector.obs_shape),
         learner=make_learner(config, collector.obs_shape, collector.num_actions),
         operators=make_operators(config),
-        exploration=Exploration(config.exploration.start, config.exploration.end, config.exploration.decay_steps),
+        exploration=Exploration(**dataclasses.asdict(config.exploration)),
         warmup=learner.warmup,
         update_every=learner.update_every,
     )

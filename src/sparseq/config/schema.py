@@ -154,6 +154,14 @@ class ExplorationConfig:
     end: float = 0.01
     decay_steps: int = 1_000
     """Linear decay length in environment steps, after warm-up."""
+    member_start: float = 0.0
+    """Population learners (EauDeQN's eps_b option): probability at the end of warm-up
+    of acting, at a given step, with a uniformly drawn online network instead of the
+    selected one, so every network's behaviour is seen early. 0 with member_end 0: off."""
+    member_end: float = 0.0
+    """eps_b after member_decay_steps."""
+    member_decay_steps: int = 100_000
+    """Linear decay length of eps_b in environment steps, after warm-up."""
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,14 @@ class QLearner(eqx.Module):
         heads = jax.random.randint(key, (obs.shape[0],), 1, num_heads)
         return jnp.take_along_axis(values, heads[:, None, None], axis=1)[:, 0]
 
+    def with_random_acting_member(self, state: LearnerState, key: Array, probability: Array) -> LearnerState:
+        """`state` whose acting member is, with `probability`, drawn uniformly from the
+        P online networks (one draw for all environments of this step)."""
+        use_random = jax.random.uniform(key) < probability
+        random_member = jax.random.randint(jax.random.fold_in(key, 1), (), 0, self.population)
+        member = jnp.where(use_random, random_member, state.acting_member).astype(jnp.int32)
+        return eqx.tree_at(lambda s: s.acting_member, state, member)
+
     def act(self, state: LearnerState, obs: Array, key: Array, epsilon: Array) -> Array:
         """Epsilon-greedy actions. obs: (N, *obs_shape) -> (N,) int32."""
         head_key, explore_key, random_key = jax.random.split(key, 3)
