@@ -3,6 +3,7 @@
     python bench/fidelity_eaudeqn.py                          5 seeds x DQN, PolyPruneDQN, EauDeDQN, LunarLander-v3
     python bench/fidelity_eaudeqn.py --task cartpole          the same on CartPole-v1 (100k steps)
     python bench/fidelity_eaudeqn.py --steps 3000 --seeds 1   a smoke run (minutes)
+    python bench/fidelity_eaudeqn.py --hidden 256 256 --criterion global   other axes
 
 Each run is `sparseq train PIPELINE --run.seed S` with the pipeline files
 {dqn,polyprunedqn,eaudedqn}-{lunarlander,cartpole}.toml (MLP 100-100, Adam 3e-4,
@@ -34,8 +35,9 @@ TASKS = {"lunarlander": ("LunarLander-v3", 200_000), "cartpole": ("CartPole-v1",
 ALGORITHMS = ("dqn", "polyprunedqn", "eaudedqn")
 
 
-def run_one(algorithm: str, task: str, seed: int, steps: int, out_dir: Path) -> Path:
+def run_one(algorithm: str, task: str, seed: int, steps: int, out_dir: Path, axes: list[str]) -> Path:
     overrides = [
+        *axes,
         "--run.seed", str(seed),
         "--run.total-steps", str(steps),
         "--run.out-dir", str(out_dir),
@@ -50,6 +52,14 @@ def run_one(algorithm: str, task: str, seed: int, steps: int, out_dir: Path) -> 
     return train(config).folder
 
 
+def axes_for(algorithm: str, args: argparse.Namespace) -> list[str]:
+    """The experiment-axis overrides this algorithm's runs get."""
+    axes = ["--network.hidden", *map(str, args.hidden)] if args.hidden else []
+    if args.criterion and algorithm == "eaudedqn":
+        axes += ["--operators.prune-select.criterion", args.criterion]
+    return axes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="lunarlander")
@@ -59,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         "--algorithms", default=",".join(ALGORITHMS), help=f"comma-separated, of {', '.join(ALGORITHMS)}"
     )
     parser.add_argument("--out-dir", default="runs/fidelity-eaudeqn", help="run folders and results go here")
+    parser.add_argument("--hidden", type=int, nargs="+", help="MLP widths for every algorithm (default: 100 100)")
+    parser.add_argument(
+        "--criterion", choices=("layer", "global"), help="EauDeDQN's pruning criterion (default: the pipeline's)"
+    )
     args = parser.parse_args(argv)
     task_id, default_steps = TASKS[args.task]
     steps = args.steps or default_steps
@@ -75,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         scores[algorithm], sparsity[algorithm] = [], []
         for seed in range(args.seeds):
             started = time.perf_counter()
-            folder = run_one(algorithm, args.task, seed, steps, out_dir)
+            folder = run_one(algorithm, args.task, seed, steps, out_dir, axes_for(algorithm, args))
             run = read_run(folder)
             score, _ = final_score(run.episode_steps, run.episode_returns, run.env_steps)
             final = float(run.sparsity[-1]) if len(run.sparsity) else 0.0
@@ -120,7 +134,14 @@ def main(argv: list[str] | None = None) -> int:
         exact = all(abs(s - 0.95) < 0.001 for s in ends)
         listed = ", ".join(f"{s:.2%}" for s in ends)
         print(f"target: PolyPruneDQN ends at 95.0% ({listed}): {'met' if exact else 'NOT met'}")
-    summary = {"task_id": task_id, "steps": steps, "seeds": args.seeds, "results": results}
+    summary = {
+        "task_id": task_id,
+        "steps": steps,
+        "seeds": args.seeds,
+        "hidden": args.hidden or "pipeline default",
+        "criterion": args.criterion or "pipeline default",
+        "results": results,
+    }
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     try:  # tables and plots (returns and sparsity against steps) for the README
         from sparseq.report import write_report
