@@ -226,11 +226,6 @@ def env_timer(collector: EnvpoolCollector, steps: int, seed: int = 0) -> Timer:
     return Timer(run, (collector.init(), jax.random.key(seed)), steps * collector.num_envs)
 
 
-def env_steps_per_second(collector: EnvpoolCollector, steps: int, repeats: int, seed: int = 0) -> float:
-    """Environment steps/s of the collector alone (see `env_timer`)."""
-    return env_timer(collector, steps, seed).rate(repeats)
-
-
 def learner_timer(pipeline: Pipeline, updates: int, seed: int = 0) -> Timer:
     """`pipeline.learn` alone (replay sample + learner update) from a full buffer,
     `updates` gradient steps inside one jitted, donated `lax.scan`; units are updates."""
@@ -473,14 +468,14 @@ def atari_env(ctx: Context) -> None:
     """Env-only steps/s: Pong-v5 with the atari preset, 1 env (and 8 on a GPU machine's CPU)."""
     for num_envs in (1, 8) if jax.default_backend() != "cpu" else (1,):
         collector = make_collector(load_config(ATARI, ["--env.num-envs", str(num_envs)]))
-        sps = env_steps_per_second(collector, ctx.size(2_000, 400), ctx.size(3, 2))
+        timer = ctx.timers[f"atari-env-{num_envs}"] = env_timer(collector, ctx.size(2_000, 400))
+        sps = timer.rate(ctx.size(3, 2))
         ctx.report(f"env steps/s, {num_envs} env", sps, "steps/s", note="frame-stack zero padding included")
 
 
 @section("atari-full", requires=("atari-env",))
 def atari_full(ctx: Context) -> None:
     """Full loop steps/s, Pong-v5, 1 env, Nature CNN, 1 update per 4 steps: vs env-only + update time."""
-    env_sps = ctx.figure("atari-env/env steps/s, 1 env")
     gpu = jax.default_backend() != "cpu"
     for label, pipeline_name, overrides in ATARI_VARIANTS:
         for num_envs in (1, 8) if gpu else (1,):
@@ -488,10 +483,18 @@ def atari_full(ctx: Context) -> None:
             pipeline = build_pipeline(config)
             kind = loop_kind(config)
             cycles = ctx.size(25, 5)  # a cycle: max(4, N) env steps and their updates
-            seconds = runner_seconds_per_chunk(pipeline, kind, cycles, ctx.size(3, 2))
-            sps = ctx.report(
+            full = runner_timer(pipeline, kind, cycles)
+            if num_envs != 1:
+                sps = full.rate(ctx.size(3, 2))
+            else:
+                # Env, update and full loop in alternation: the bound and the loop see the same load.
+                update_only = update_timer(pipeline, ctx.size(10, 3))
+                timers = {"env": ctx.timers["atari-env-1"], "update": update_only, "full": full}
+                rates = interleaved_rates(timers, ctx.size(3, 2))
+                sps, env_sps, update = rates["full"], rates["env"], 1.0 / rates["update"]
+            ctx.report(
                 f"{label}, {num_envs} env",
-                cycles * pipeline.steps_per_cycle / seconds,
+                sps,
                 "steps/s",
                 note=f"{kind} loop, replay {type(pipeline.replay).__name__}",
             )
@@ -499,8 +502,8 @@ def atari_full(ctx: Context) -> None:
                 ctx.report(f"{label}, {num_envs} env: 10M steps", 1e7 / sps / 3600, "hours", note="projected")
             if num_envs != 1:
                 continue
-            update = update_seconds(pipeline, ctx.size(10, 3), ctx.size(3, 2))
-            ctx.report(f"{label} update", 1e3 * update, "ms", note="standalone jit, no sampling")
+            ctx.report(f"{label} env, interleaved", env_sps, "steps/s", note="re-timed between full-loop repeats")
+            ctx.report(f"{label} update", 1e3 * update, "ms", note="standalone jit, no sampling, interleaved")
             # The bound: env-only time of 4 steps plus one update, nothing overlapped.
             bound = pipeline.update_every / (pipeline.update_every / env_sps + update)
             ctx.report(f"{label} bound", bound, "steps/s", note="4 / (4 / env + update)")
