@@ -8,7 +8,7 @@
 Each run is `sparseq train PIPELINE --run.seed S` with the pipeline files
 {dqn,polyprunedqn,eaudedqn}-{lunarlander,cartpole}.toml (MLP 100-100, Adam 3e-4,
 T = 200, replay 10,000, batch 32, one update per env step; EauDeDQN K = 4, rho = 0.2,
-per-layer magnitude, pruning horizon 80%; PolyPrune 20% -> 80% to 95%). EauDeDQN is
+global magnitude, pruning horizon 80%; PolyPrune 20% -> 80% to 95%). EauDeDQN is
 given NO final sparsity. A run's score is `sparseq report`'s: the mean training return
 of the episodes ending in the last 10% of its steps. Per algorithm the script prints the
 IQM over seeds with its 95% bootstrap interval (seeds resampled), the final overall
