@@ -64,22 +64,28 @@ def _kill_after_first_checkpoint(cwd: Path, name: str, pipeline: str, flags: lis
     return folder
 
 
+# EauDeDQN also acts with randomly drawn members (eps_b), whose draws must resume too.
+MEMBER_EXPLORATION = ["--exploration.member-start=1.0", "--exploration.member-decay-steps=2000"]
+
+
 @pytest.mark.parametrize(
-    "pipeline",
-    ["dqn-cartpole", "isdqn-cartpole", "eaudedqn-cartpole"],
+    ("pipeline", "extra"),
+    [("dqn-cartpole", []), ("isdqn-cartpole", []), ("eaudedqn-cartpole", MEMBER_EXPLORATION)],
 )
-def test_sigkill_and_resume_equals_straight_run(tmp_path, pipeline):
+def test_sigkill_and_resume_equals_straight_run(tmp_path, pipeline, extra):
     if not (Path(__file__).parents[1] / "pipelines" / f"{pipeline}.toml").exists():
         pytest.fail(f"pipelines/{pipeline}.toml is missing")
-    straight = _sparseq(tmp_path, "train", pipeline, "--run.name=straight", *FLAGS)
+    flags = [*FLAGS, *extra]
+    straight = _sparseq(tmp_path, "train", pipeline, "--run.name=straight", *flags)
     assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = _kill_after_first_checkpoint(tmp_path, "killed", pipeline, FLAGS)
+    killed = _kill_after_first_checkpoint(tmp_path, "killed", pipeline, flags)
     resumed = _sparseq(tmp_path, "train", "--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     (reference,) = tmp_path.glob("runs/straight-*")
     for name in ("metrics.jsonl", "episodes.csv"):
         assert (killed / name).read_text() == (reference / name).read_text(), name
     assert len((reference / "metrics.jsonl").read_text().splitlines()) == 2 * STEPS // 300
+    assert ("train/member_epsilon" in (reference / "metrics.jsonl").read_text()) == bool(extra)
     a = _final_arrays(next(tmp_path.glob("checkpoints/straight-*")))
     b = _final_arrays(next(tmp_path.glob("checkpoints/killed-*")))
     assert a.keys() == b.keys()
