@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fidelity_common import chosen_algorithms, fresh_out_dir
 from sparseq.config.loader import load_pipeline
 from sparseq.report import bootstrap_iqm, final_score, read_run
 from sparseq.run import train
@@ -76,12 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     task_id, default_steps = TASKS[args.task]
     steps = args.steps or default_steps
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    for a in algorithms:
-        if a not in ALGORITHMS:
-            raise SystemExit(f"unknown algorithm {a!r}; known: {', '.join(ALGORITHMS)}")
-    out_dir = Path(args.out_dir) / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    algorithms = chosen_algorithms(args.algorithms, ALGORITHMS)
+    out_dir = fresh_out_dir(args.out_dir)
 
     scores: dict[str, list[float]] = {}
     sparsity: dict[str, list[float]] = {}

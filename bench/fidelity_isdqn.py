@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import trim_mean
 
+from fidelity_common import chosen_algorithms, fresh_out_dir
 from sparseq.config.loader import load_pipeline
 from sparseq.run import train
 
@@ -77,12 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithms", default="dqn,tfdqn,isdqn", help=f"comma-separated, of {', '.join(ALGORITHMS)}")
     parser.add_argument("--out-dir", default="runs/fidelity-isdqn", help="run folders and results.json go here")
     args = parser.parse_args(argv)
-    algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    for a in algorithms:
-        if a not in ALGORITHMS:
-            raise SystemExit(f"unknown algorithm {a!r}; known: {', '.join(ALGORITHMS)}")
-    out_dir = Path(args.out_dir) / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    algorithms = chosen_algorithms(args.algorithms, ALGORITHMS)
+    out_dir = fresh_out_dir(args.out_dir)
     window = min(args.window, args.steps)
 
     scores: dict[str, list[float]] = {}
