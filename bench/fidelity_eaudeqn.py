@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from fidelity_common import chosen_algorithms, fresh_out_dir
-from sparseq.config.loader import load_pipeline
-from sparseq.report import bootstrap_iqm, final_score, read_run
-from sparseq.run import train
+from sparseq.pipeline.config.loader import load_pipeline
+from sparseq.outputs.report import bootstrap_iqm, final_score, read_run
+from sparseq.runs.runner import train
 
 TASKS = {"lunarlander": ("LunarLander-v3", 200_000), "cartpole": ("CartPole-v1", 100_000)}
 ALGORITHMS = ("dqn", "polyprunedqn", "eaudedqn")
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     try:  # tables and plots (returns and sparsity against steps) for the README
-        from sparseq.report import write_report
+        from sparseq.outputs.report import write_report
 
         write_report([out_dir], out_dir / "report")
         print(f"report and plots: {out_dir / 'report'}")

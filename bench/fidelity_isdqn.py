@@ -24,8 +24,8 @@ import numpy as np
 from scipy.stats import trim_mean
 
 from fidelity_common import chosen_algorithms, fresh_out_dir
-from sparseq.config.loader import load_pipeline
-from sparseq.run import train
+from sparseq.pipeline.config.loader import load_pipeline
+from sparseq.runs.runner import train
 
 ALGORITHMS = {"dqn": "dqn-lunarlander", "tfdqn": "tfdqn-lunarlander", "isdqn": "isdqn-lunarlander"}
 

@@ -8,7 +8,7 @@ Cases: the MLP at 90/95/99% sparsity and the Nature CNN (84x84x4, 512 units, 18
 actions) at 90%. Two MLP widths are measured: the project's small-task MLP (100-100,
 LunarLander: 8 inputs, 4 actions) and a 512-512 one on the same task. Weights are pruned
 by layer magnitude (`sparsity.prune_to_sparsity`, every layer at the same sparsity,
-the output layer included), then exported with `sparseq.export.build_manifest`.
+the output layer included), then exported with `sparseq.outputs.export.build_manifest`.
 
 Each case times three ways to compute Q-values and read them on the host:
 - jax-dense:  the masked Equinox network under `jax.jit` (the training code path);
@@ -56,10 +56,10 @@ def main() -> int:
     import jax
     import numpy as np
 
-    from sparseq.export import build_manifest, write_export
-    from sparseq.networks import MLPTorso, NatureCNNTorso, QNetwork
-    from sparseq.policy import load_policy
-    from sparseq.sparsity import apply_masks, init_masks, prune_to_sparsity
+    from sparseq.outputs.export import build_manifest, write_export
+    from sparseq.stages.networks import MLPTorso, NatureCNNTorso, QNetwork
+    from sparseq.outputs.policy import load_policy
+    from sparseq.stages.sparsity import apply_masks, init_masks, prune_to_sparsity
 
     def mlp(hidden):
         def make(key):

@@ -22,9 +22,9 @@ from typing import Any
 import equinox as eqx
 import jax
 
-from sparseq.config.build import make_learner
-from sparseq.config.loader import load_pipeline
-from sparseq.config.schema import PipelineConfig
+from sparseq.pipeline.config.build import make_learner
+from sparseq.pipeline.config.loader import load_pipeline
+from sparseq.pipeline.config.schema import PipelineConfig
 
 
 @dataclasses.dataclass
@@ -115,7 +115,7 @@ def parameters() -> list[Row]:
 @section("replay")
 def replay() -> list[Row]:
     """Replay bytes at capacity 1,000,000 with Atari frames (4, 84, 84) uint8."""
-    from sparseq.config.build import make_replay
+    from sparseq.pipeline.config.build import make_replay
 
     config = load_pipeline("dqn-atari")[0]
     capacity = config.replay.capacity

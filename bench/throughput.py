@@ -34,12 +34,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from sparseq.collect.envpool_collector import EnvpoolCollector
-from sparseq.config.build import build_pipeline, make_collector
-from sparseq.config.loader import load_pipeline
-from sparseq.config.schema import PipelineConfig
-from sparseq.pipeline import Pipeline, TrainState
-from sparseq.run import ChunkRunner, loop_kind
+from sparseq.stages.collect.envpool_collector import EnvpoolCollector
+from sparseq.pipeline.config.build import build_pipeline, make_collector
+from sparseq.pipeline.config.loader import load_pipeline
+from sparseq.pipeline.config.schema import PipelineConfig
+from sparseq.pipeline.compose import Pipeline, TrainState
+from sparseq.runs.runner import ChunkRunner, loop_kind
 
 # ---------------------------------------------------------------------------------
 # Results, sections and the registry
@@ -404,7 +404,7 @@ def learner_update_seconds(
 ) -> float:
     """Seconds per `learner.update` as its own donated jitted call on a fixed random
     batch (no replay, no environment: only the learner the config builds)."""
-    from sparseq.config.build import make_learner
+    from sparseq.pipeline.config.build import make_learner
     from sparseq.types import Batch
 
     learner = make_learner(config, obs_shape, num_actions)

@@ -23,7 +23,7 @@ def small_config(out_dir: Path, **sections):
 
     `sections` replaces fields per section, e.g. `learner={"warmup": 10}`.
     """
-    from sparseq.config.schema import PipelineConfig
+    from sparseq.pipeline.config.schema import PipelineConfig
 
     base = PipelineConfig()
     changes = {

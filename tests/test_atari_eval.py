@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from sparseq.periodic_eval import Evaluator
-from sparseq.run import train
+from sparseq.runs.periodic_eval import Evaluator
+from sparseq.runs.runner import train
 
 
 def leaves(tree):
@@ -46,7 +46,7 @@ def test_evaluation_is_logged_and_does_not_change_training(runs):
 
 def test_evaluation_respects_the_step_cap_and_epsilon(make_config):
     config = make_config(eval={"every": 1, "episodes": 50, "max_steps": 60, "epsilon": 1.0})
-    from sparseq.config.build import build_pipeline
+    from sparseq.pipeline.config.build import build_pipeline
 
     pipeline = build_pipeline(config)
     state = pipeline.init(jax.random.key(0))

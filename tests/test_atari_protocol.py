@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from sparseq import atari_scores
-from sparseq.collect.envpool_collector import EnvpoolCollector
-from sparseq.config.build import env_options, make_collector, make_replay
-from sparseq.config.loader import load_pipeline
-from sparseq.replay import FrameDedupReplay
+from sparseq.outputs import atari_scores
+from sparseq.stages.collect.envpool_collector import EnvpoolCollector
+from sparseq.pipeline.config.build import env_options, make_collector, make_replay
+from sparseq.pipeline.config.loader import load_pipeline
+from sparseq.stages.replay import FrameDedupReplay
 
 PROTOCOL = {
     "repeat_action_probability": 0.25,
@@ -115,13 +115,13 @@ def test_human_normalised_scores():
 
 
 def test_report_finds_the_reference_scores():
-    from sparseq.report import reference_scores
+    from sparseq.outputs.report import reference_scores
 
     assert reference_scores()("Boxing-v5") == (0.1, 12.1)
     assert reference_scores()("CartPole-v1") is None
 
 
 def test_every_listed_game_is_an_envpool_task():
-    from sparseq.collect.tasks import is_atari_task
+    from sparseq.stages.collect.tasks import is_atari_task
 
     assert all(is_atari_task(task) for task in atari_scores.atari57())

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparseq.replay import FrameDedupReplay, UniformReplay
-from sparseq.replay.frame_dedup import replay_bytes
+from sparseq.stages.replay import FrameDedupReplay, UniformReplay
+from sparseq.stages.replay.frame_dedup import replay_bytes
 from sparseq.types import Transition
 
 STACK = 4
@@ -162,8 +162,8 @@ def test_replay_bytes_at_atari_scale():
 def test_dedup_equals_full_stack_buffer_on_pong_frames(padding):
     """Real envpool Atari frames through the collector (short episodes: the 30-step cap
     truncates, with 2 envs): both buffers return the same samples at every index."""
-    from sparseq.config.build import make_collector, make_replay
-    from sparseq.config.schema import PipelineConfig
+    from sparseq.pipeline.config.build import make_collector, make_replay
+    from sparseq.pipeline.config.schema import PipelineConfig
 
     base = PipelineConfig()
     config = dataclasses.replace(

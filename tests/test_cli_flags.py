@@ -3,8 +3,8 @@ switching the environment preset from the command line."""
 
 import pytest
 
-from sparseq.config.errors import ConfigError
-from sparseq.config.loader import load_pipeline
+from sparseq.pipeline.config.errors import ConfigError
+from sparseq.pipeline.config.loader import load_pipeline
 
 
 def test_flag_without_value_names_the_flag():

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparseq.collect import EnvpoolCollector, UnknownTaskError, is_atari_task
+from sparseq.stages.collect import EnvpoolCollector, UnknownTaskError, is_atari_task
 
 
 def rollout(collector: EnvpoolCollector, actions: np.ndarray):

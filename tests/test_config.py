@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparseq.config import ConfigError, PipelineConfig, load_pipeline
-from sparseq.config.build import build_pipeline, env_options
-from sparseq.config.dump import to_toml
-from sparseq.config.loader import parse_overrides
-from sparseq.operators import TargetSync
+from sparseq.pipeline.config import ConfigError, PipelineConfig, load_pipeline
+from sparseq.pipeline.config.build import build_pipeline, env_options
+from sparseq.pipeline.config.dump import to_toml
+from sparseq.pipeline.config.loader import parse_overrides
+from sparseq.stages.operators import TargetSync
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_PIPELINES = [

@@ -10,9 +10,9 @@ on 2 CPU cores)."""
 import jax
 import numpy as np
 
-from sparseq.config import load_pipeline
-from sparseq.config.build import build_pipeline
-from sparseq.run import ChunkRunner, summarize_chunk
+from sparseq.pipeline.config import load_pipeline
+from sparseq.pipeline.config.build import build_pipeline
+from sparseq.runs.runner import ChunkRunner, summarize_chunk
 
 THRESHOLD = 195.0
 WINDOW = 20

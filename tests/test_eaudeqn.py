@@ -11,14 +11,14 @@ import numpy as np
 import optax
 import pytest
 
-from sparseq.config import ConfigError, load_pipeline
-from sparseq.config.build import build_pipeline, make_network_factory
-from sparseq.learners.population import gather_members, select_member, stack_members
-from sparseq.learners.q_learner import LearnerState, QLearner
-from sparseq.networks import MLPTorso, QNetwork
-from sparseq.operators import PolyPrune, PruneSelect, TargetSync
-from sparseq.operators.prune_select import nan_argmin, prune_fractions
-from sparseq.sparsity import apply_masks, mask_optimizer_state, masked_weights, prune_remaining, sparsity_stats
+from sparseq.pipeline.config import ConfigError, load_pipeline
+from sparseq.pipeline.config.build import build_pipeline, make_network_factory
+from sparseq.stages.learners.population import gather_members, select_member, stack_members
+from sparseq.stages.learners.q_learner import LearnerState, QLearner
+from sparseq.stages.networks import MLPTorso, QNetwork
+from sparseq.stages.operators import PolyPrune, PruneSelect, TargetSync
+from sparseq.stages.operators.prune_select import nan_argmin, prune_fractions
+from sparseq.stages.sparsity import apply_masks, mask_optimizer_state, masked_weights, prune_remaining, sparsity_stats
 from sparseq.types import Batch
 
 OPTIMIZER = optax.adam(1e-3)
@@ -280,7 +280,7 @@ def test_pipeline_files_build_the_intended_stages():
 
 @pytest.mark.parametrize("method", ["prune_select", "poly_prune"])
 def test_tiny_runs_log_and_plot_sparsity(make_config, method):
-    from sparseq.run import train
+    from sparseq.runs.runner import train
 
     operators = {
         "prune_select": {"target_sync": {"period": 25}, "prune_select": {"enabled": True, "num_networks": 3}},
@@ -309,7 +309,7 @@ def test_tiny_runs_log_and_plot_sparsity(make_config, method):
 
 
 def test_selections_file_appends_every_selection_and_truncates_on_resume(tmp_path):
-    from sparseq.selections import append_selections, truncate_selections
+    from sparseq.runs.selections import append_selections, truncate_selections
 
     def chunk(first_step: int) -> dict[str, np.ndarray]:
         return {

@@ -1,4 +1,4 @@
-"""`sparseq export` / `sparseq.policy`: the sparse policy computes what the masked
+"""`sparseq export` / `sparseq.outputs.policy`: the sparse policy computes what the masked
 network computes, without the training code."""
 
 import json
@@ -15,9 +15,9 @@ import pytest
 import scipy.sparse
 
 from sparseq.cli import main as cli_main
-from sparseq.config.dump import to_toml
-from sparseq.config.schema import NetworkConfig, PipelineConfig
-from sparseq.export import (
+from sparseq.pipeline.config.dump import to_toml
+from sparseq.pipeline.config.schema import NetworkConfig, PipelineConfig
+from sparseq.outputs.export import (
     MASKS_FILE,
     build_manifest,
     export_run,
@@ -27,10 +27,10 @@ from sparseq.export import (
     to_csr,
     write_export,
 )
-from sparseq.learners.population import stack_members
-from sparseq.networks import MLPTorso, NatureCNNTorso, QNetwork
-from sparseq.policy import load_policy
-from sparseq.sparsity import apply_masks, init_masks
+from sparseq.stages.learners.population import stack_members
+from sparseq.stages.networks import MLPTorso, NatureCNNTorso, QNetwork
+from sparseq.outputs.policy import load_policy
+from sparseq.stages.sparsity import apply_masks, init_masks
 
 # Networks are built and run under jit: op-by-op JAX compiles every primitive, which
 # makes a test 10x slower on a busy CPU.
@@ -138,7 +138,7 @@ def make_run_folder(tmp_path: Path, network_config: NetworkConfig) -> tuple[Path
     folder.mkdir()
     config = PipelineConfig(network=network_config)
     (folder / "pipeline.toml").write_text(to_toml(config))
-    from sparseq.config.build import make_network_factory
+    from sparseq.pipeline.config.build import make_network_factory
 
     make = make_network_factory(config.network, (4,), 1, 2)
     online = eqx.filter_jit(stack_members)(make, jax.random.split(jax.random.key(5), 2))
@@ -172,11 +172,11 @@ def test_exported_policy_runs_without_training_code(tmp_path):
     np.save(tmp_path / "obs.npy", obs)
     script = f"""
 import sys, numpy as np
-from sparseq.policy import load_policy
+from sparseq.outputs.policy import load_policy
 values = load_policy({str(out)!r}).q_values(np.load({str(tmp_path / "obs.npy")!r}))
 np.save({str(tmp_path / "values.npy")!r}, values)
-banned = ("jax", "equinox", "optax", "envpool", "sparseq.config", "sparseq.run", "sparseq.pipeline",
-          "sparseq.learners", "sparseq.networks", "sparseq.export")
+banned = ("jax", "equinox", "optax", "envpool", "sparseq.pipeline.config", "sparseq.runs.runner", "sparseq.pipeline",
+          "sparseq.stages.learners", "sparseq.stages.networks", "sparseq.outputs.export")
 loaded = [m for m in sys.modules if m.split(".")[0] in banned or m.startswith(banned)]
 assert not loaded, loaded
 """
@@ -187,7 +187,7 @@ assert not loaded, loaded
 
 def test_evaluate_run_and_export_agree(tmp_path, capsys):
     """Greedy CartPole episodes: the JAX network and the exported policy play the same."""
-    from sparseq.evaluate import main as evaluate_main
+    from sparseq.outputs.evaluate import main as evaluate_main
 
     folder, _ = make_run_folder(tmp_path, NetworkConfig(hidden=(16,)))
     export_run(folder)

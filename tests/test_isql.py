@@ -9,13 +9,13 @@ import optax
 import pytest
 from scipy.stats import chisquare
 
-from sparseq.config import ConfigError, load_pipeline
-from sparseq.config.build import build_pipeline, make_network_factory, make_operators, num_heads
-from sparseq.learners.q_learner import LearnerState, QLearner
-from sparseq.networks import ImpalaTorso, MLPTorso, NatureCNNTorso, QNetwork
-from sparseq.networks.impala import ResidualBlock, channel_norm, max_pool_same
-from sparseq.operators.shared_target_shift import SharedTargetShift
-from sparseq.run import summarize_chunk
+from sparseq.pipeline.config import ConfigError, load_pipeline
+from sparseq.pipeline.config.build import build_pipeline, make_network_factory, make_operators, num_heads
+from sparseq.stages.learners.q_learner import LearnerState, QLearner
+from sparseq.stages.networks import ImpalaTorso, MLPTorso, NatureCNNTorso, QNetwork
+from sparseq.stages.networks.impala import ResidualBlock, channel_norm, max_pool_same
+from sparseq.stages.operators.shared_target_shift import SharedTargetShift
+from sparseq.runs.runner import summarize_chunk
 from sparseq.types import Batch
 
 # ---------------------------------------------------------------- helpers
@@ -476,7 +476,7 @@ def test_cartpole_pipeline_learns_and_shifts_in_jit():
 
 
 def test_resolved_isql_pipeline_round_trips(tmp_path):
-    from sparseq.config.dump import to_toml
+    from sparseq.pipeline.config.dump import to_toml
 
     config, _, _ = load_pipeline("isdqn-impala-atari", ["--network.iterations", "4"])
     path = tmp_path / "pipeline.toml"

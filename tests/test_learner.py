@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from sparseq.learners import QLearner
-from sparseq.learners.population import select_member
-from sparseq.networks import MLPTorso, QNetwork
+from sparseq.stages.learners import QLearner
+from sparseq.stages.learners.population import select_member
+from sparseq.stages.networks import MLPTorso, QNetwork
 from sparseq.types import Batch
 
 LR = 0.1

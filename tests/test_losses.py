@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparseq.learners.losses import huber, iterated_td_losses, l2, online_and_source_heads, td_targets
+from sparseq.stages.learners.losses import huber, iterated_td_losses, l2, online_and_source_heads, td_targets
 
 
 def test_l2_is_the_unhalved_square():

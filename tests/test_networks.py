@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparseq.networks import MLPTorso, MultiHeadLinear, NatureCNNTorso, QNetwork
-from sparseq.networks.initializers import init_weight
+from sparseq.stages.networks import MLPTorso, MultiHeadLinear, NatureCNNTorso, QNetwork
+from sparseq.stages.networks.initializers import init_weight
 
 
 def count(module) -> int:

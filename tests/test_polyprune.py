@@ -8,11 +8,11 @@ import numpy as np
 import optax
 import pytest
 
-from sparseq.learners.population import select_member
-from sparseq.learners.q_learner import QLearner
-from sparseq.networks import MLPTorso, QNetwork
-from sparseq.operators import PolyPrune
-from sparseq.operators.poly_prune import cubic_sparsity
+from sparseq.stages.learners.population import select_member
+from sparseq.stages.learners.q_learner import QLearner
+from sparseq.stages.networks import MLPTorso, QNetwork
+from sparseq.stages.operators import PolyPrune
+from sparseq.stages.operators.poly_prune import cubic_sparsity
 
 
 def make_network(key) -> QNetwork:

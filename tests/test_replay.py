@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparseq.replay import UniformReplay
+from sparseq.stages.replay import UniformReplay
 from sparseq.types import Transition
 
 GAMMA = 0.5  # powers of two keep every expected value exact

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import trim_mean
 
-from sparseq import report
+from sparseq.outputs import report
 from sparseq.cli import main as cli_main
 
 

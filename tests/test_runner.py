@@ -11,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from sparseq.config import load_pipeline
-from sparseq.config.build import build_pipeline
-from sparseq.config.schema import WandbConfig
-from sparseq.log import WandbLog
-from sparseq.run import ChunkRunner, loop_kind, summarize_chunk, train
+from sparseq.pipeline.config import load_pipeline
+from sparseq.pipeline.config.build import build_pipeline
+from sparseq.pipeline.config.schema import WandbConfig
+from sparseq.runs.log import WandbLog
+from sparseq.runs.runner import ChunkRunner, loop_kind, summarize_chunk, train
 
 
 def read_metrics(folder):

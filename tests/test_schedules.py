@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparseq.pipeline import Exploration
-from sparseq.schedules import linear_epsilon
+from sparseq.pipeline.compose import Exploration
+from sparseq.stages.schedules import linear_epsilon
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparseq.learners.population import select_member
-from sparseq.networks import MLPTorso, NatureCNNTorso, QNetwork
-from sparseq.sparsity import (
+from sparseq.stages.learners.population import select_member
+from sparseq.stages.networks import MLPTorso, NatureCNNTorso, QNetwork
+from sparseq.stages.sparsity import (
     apply_masks,
     init_masks,
     layer_names,

@@ -16,7 +16,7 @@ import tomllib
 import warnings
 from pathlib import Path
 
-from sparseq.config.errors import ConfigError
+from sparseq.pipeline.config.errors import ConfigError
 
 USAGE = """usage: sparseq COMMAND [ARGS]
 
@@ -49,7 +49,7 @@ def _split_train_args(args: list[str]) -> tuple[str, list[str], bool]:
 def _print_help(config, pipeline: str) -> int:
     import tyro
 
-    from sparseq.config.schema import PipelineConfig
+    from sparseq.pipeline.config.schema import PipelineConfig
 
     try:
         tyro.cli(PipelineConfig, default=config, args=["--help"], prog=f"sparseq train {pipeline}")
@@ -71,8 +71,8 @@ def _pop_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
 
 
 def train_command(args: list[str]) -> int:
-    from sparseq.config.errors import CheckpointError
-    from sparseq.config.loader import load_pipeline
+    from sparseq.pipeline.config.errors import CheckpointError
+    from sparseq.pipeline.config.loader import load_pipeline
 
     try:
         resume_run, args = _pop_option(args, "--resume")
@@ -87,8 +87,8 @@ def train_command(args: list[str]) -> int:
         return fail(str(error))
     if wants_help:
         return _print_help(config, pipeline)
-    from sparseq.config.build import build_pipeline
-    from sparseq.run import train
+    from sparseq.pipeline.config.build import build_pipeline
+    from sparseq.runs.runner import train
 
     try:
         built = build_pipeline(config)
@@ -98,9 +98,9 @@ def train_command(args: list[str]) -> int:
 
 
 def _resume(run: str, args: list[str]) -> int:
-    from sparseq.config.errors import CheckpointError
-    from sparseq.resume import prepare_resume
-    from sparseq.run import resume
+    from sparseq.pipeline.config.errors import CheckpointError
+    from sparseq.runs.resume import prepare_resume
+    from sparseq.runs.runner import resume
 
     if args and not args[0].startswith("--"):
         return fail(f"--resume continues {run!r} from its own pipeline.toml; drop the pipeline argument {args[0]!r}")
@@ -113,7 +113,7 @@ def _resume(run: str, args: list[str]) -> int:
 
 
 def _report(run, checkpoint_error: type[Exception]) -> int:
-    from sparseq.run import NonFiniteError
+    from sparseq.runs.runner import NonFiniteError
 
     try:
         result = run()
@@ -161,8 +161,8 @@ def print_summary(folder: Path, summary: dict) -> None:
 
 
 def list_command(args: list[str]) -> int:
-    from sparseq.config.loader import available_presets, preset_path
-    from sparseq.config.paths import pipelines_dir
+    from sparseq.pipeline.config.loader import available_presets, preset_path
+    from sparseq.pipeline.config.paths import pipelines_dir
 
     if args:
         return fail(f"list takes no arguments, got {args[0]!r}")
@@ -198,9 +198,9 @@ def _lazy_command(module: str):
 COMMANDS = {
     "train": train_command,
     "list": list_command,
-    "report": _lazy_command("sparseq.report"),
-    "export": _lazy_command("sparseq.export"),
-    "evaluate": _lazy_command("sparseq.evaluate"),
+    "report": _lazy_command("sparseq.outputs.report"),
+    "export": _lazy_command("sparseq.outputs.export"),
+    "evaluate": _lazy_command("sparseq.outputs.evaluate"),
 }
 
 

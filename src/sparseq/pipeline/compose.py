@@ -1,0 +1,225 @@
+"""Composes the stages into `init(key) -> TrainState` and a pure `step(state)`.
+
+One iteration steps all N environments once, writes the N transitions, takes the
+gradient steps that fall due (one every `update_every` environment steps, after
+`warmup` steps), and lets every operator look at the step counters.
+"""
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from sparseq.stages.collect.envpool_collector import CollectorState, EnvpoolCollector
+from sparseq.stages.learners.q_learner import LearnerState, QLearner
+from sparseq.stages.operators.base import Operator
+from sparseq.pipeline.prng import use_straight_line_threefry_on_cpu
+from sparseq.stages.replay.uniform import ReplayState, UniformReplay
+from sparseq.stages.schedules import linear_epsilon
+
+# Every pipeline program is compiled after this import; the random numbers are the
+# same, each random call on CPU just stops being a loop of its own (see sparseq.pipeline.prng).
+use_straight_line_threefry_on_cpu()
+
+
+class TrainState(eqx.Module):
+    collector: CollectorState
+    replay: ReplayState
+    learner: LearnerState
+    operators: tuple[Any, ...]
+    env_steps: Array  # () int32: environment steps taken (all environments)
+    key: Array
+
+
+class Exploration(eqx.Module):
+    """Linear epsilon-greedy schedule (Dopamine's): `start` during warm-up, then linear
+    to `end` over `decay_steps` environment steps.
+
+    member_*: the same kind of schedule for eps_b, the probability of acting with a
+    uniformly drawn online network of a population instead of the selected one
+    (EauDeQN's option, from Adaptive Q-Network); off when both ends are 0.
+    """
+
+    start: float = eqx.field(static=True, default=1.0)
+    end: float = eqx.field(static=True, default=0.01)
+    decay_steps: int = eqx.field(static=True, default=1_000)
+    member_start: float = eqx.field(static=True, default=0.0)
+    member_end: float = eqx.field(static=True, default=0.0)
+    member_decay_steps: int = eqx.field(static=True, default=100_000)
+
+    def epsilon(self, env_steps: Array, warmup: int) -> Array:
+        return linear_epsilon(env_steps, start=self.start, end=self.end, decay_steps=self.decay_steps, warmup=warmup)
+
+    @property
+    def explores_members(self) -> bool:
+        return self.member_start > 0 or self.member_end > 0
+
+    def member_epsilon(self, env_steps: Array, warmup: int) -> Array:
+        return linear_epsilon(
+            env_steps,
+            start=self.member_start,
+            end=self.member_end,
+            decay_steps=self.member_decay_steps,
+            warmup=warmup,
+        )
+
+
+class Pipeline(eqx.Module):
+    """Attributes:
+    collector, replay, learner: the stages.
+    operators: applied in order after the learner at every iteration.
+    exploration: the epsilon schedule.
+    warmup: environment steps before the first gradient step.
+    update_every: environment steps per gradient step; it must divide N or be a
+        multiple of N (N = collector.num_envs).
+    """
+
+    collector: EnvpoolCollector
+    replay: UniformReplay
+    learner: QLearner
+    operators: tuple[Operator, ...] = ()
+    exploration: Exploration = Exploration()
+    warmup: int = eqx.field(static=True, default=1_000)
+    update_every: int = eqx.field(static=True, default=1)
+
+    def __check_init__(self):
+        n, u = self.collector.num_envs, self.update_every
+        if n % u and u % n:
+            raise ValueError(f"update_every={u} must divide num_envs={n} or be a multiple of it")
+
+    def init(self, key: Array) -> TrainState:
+        """Builds the initial state (host side: resets the environments)."""
+        learner_key, key = jax.random.split(key)
+        learner_state = self.learner.init(learner_key)
+        return TrainState(
+            collector=self.collector.init(),
+            replay=self.replay.init(self.collector.obs_shape, self.collector.obs_dtype),
+            learner=learner_state,
+            operators=tuple(op.init(learner_state) for op in self.operators),
+            env_steps=jnp.zeros((), jnp.int32),
+            key=key,
+        )
+
+    @property
+    def collects_per_cycle(self) -> int:
+        """Iterations (N environment steps each) in one update cycle."""
+        return max(self.update_every // self.collector.num_envs, 1)
+
+    @property
+    def updates_per_cycle(self) -> int:
+        return max(self.collector.num_envs // self.update_every, 1)
+
+    @property
+    def steps_per_cycle(self) -> int:
+        return self.collects_per_cycle * self.collector.num_envs
+
+    @property
+    def learning_starts(self) -> int:
+        """Environment steps after which cycles end with gradient steps: `warmup`, but
+        never before every stream holds one (n + 1)-step window."""
+        return max(self.warmup, (self.replay.n_step + 1) * self.collector.num_envs)
+
+    def learns_in_cycle(self, cycle: int) -> bool:
+        """Whether cycle `cycle` (0-based) ends with gradient steps; static, so the
+        runner can compile collect-only and learning chunks separately."""
+        return (cycle + 1) * self.steps_per_cycle >= self.learning_starts
+
+    def collect(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
+        """One iteration of acting and collection: N environment steps into the replay."""
+        key, act_key = jax.random.split(state.key)
+        epsilon = self.exploration.epsilon(state.env_steps, self.learning_starts)
+        acting_learner, member_metrics = state.learner, {}
+        if self.exploration.explores_members:
+            # A key of its own, so runs without the option keep their random streams.
+            member_epsilon = self.exploration.member_epsilon(state.env_steps, self.learning_starts)
+            acting_learner = self.learner.with_random_acting_member(
+                state.learner, jax.random.fold_in(act_key, 1), member_epsilon
+            )
+            member_metrics = {"member_epsilon": member_epsilon}
+        actions = self.learner.act(acting_learner, state.collector.obs, act_key, epsilon)
+        collector_state, transition, episodes = self.collector.step(state.collector, actions)
+        new_state = eqx.tree_at(
+            lambda s: (s.collector, s.replay, s.env_steps, s.key),
+            state,
+            (
+                collector_state,
+                self.replay.add(state.replay, transition),
+                state.env_steps + self.collector.num_envs,
+                key,
+            ),
+        )
+        return new_state, {
+            "epsilon": epsilon,
+            "episode_return": episodes.episode_return,
+            "episode_length": episodes.episode_length,
+            "episode_done": episodes.done,
+            **member_metrics,
+        }
+
+    def learn(self, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
+        """The cycle's gradient steps, unconditionally (no `lax.cond` around them:
+        XLA:CPU runs convolutions inside a conditional about 10x slower)."""
+        keys = jax.random.split(state.key, self.updates_per_cycle + 1)
+        learner_state, sums = state.learner, None
+        for k in keys[1:]:
+            batch = self.replay.sample(state.replay, k)
+            learner_state, metrics = self.learner.update(learner_state, batch)
+            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+        metrics = jax.tree.map(lambda x: x / self.updates_per_cycle, sums)
+        return eqx.tree_at(lambda s: (s.learner, s.key), state, (learner_state, keys[0])), metrics
+
+    def learn_metric_shapes(self, state: TrainState) -> dict[str, jax.ShapeDtypeStruct]:
+        return jax.eval_shape(self.learn, state)[1]
+
+    def apply_operators(self, state: TrainState, steps_before: Array) -> tuple[TrainState, dict[str, Array]]:
+        learner_state = state.learner
+        operator_states = []
+        operator_metrics: dict[str, Array] = {}
+        for operator, op_state in zip(self.operators, state.operators):
+            op_state, learner_state, metrics = operator(op_state, learner_state, steps_before, state.env_steps)
+            operator_states.append(op_state)
+            operator_metrics.update(metrics)
+        new_state = eqx.tree_at(lambda s: (s.learner, s.operators), state, (learner_state, tuple(operator_states)))
+        return new_state, operator_metrics
+
+    def cycle(
+        self, state: TrainState, learn: bool, unroll_collect: bool = False
+    ) -> tuple[TrainState, dict[str, Array]]:
+        """`update_every` environment steps, then (if `learn`) the gradient steps, then
+        the operators. `learn` is static; `step` is the traced-flag version.
+
+        `unroll_collect` writes the collection iterations out in straight-line code
+        instead of a scan: XLA:CPU runs convolutions inside loops ~10x slower, so a
+        convolutional network on CPU is driven one cycle per jitted call.
+        """
+        steps_before = state.env_steps
+        if unroll_collect:
+            series = []
+            for _ in range(self.collects_per_cycle):
+                state, metrics = self.collect(state)
+                series.append(metrics)
+            collected = jax.tree.map(lambda *xs: jnp.stack(xs), *series)
+        else:
+            state, collected = jax.lax.scan(self.collect, state, None, length=self.collects_per_cycle)
+        if learn:
+            state, learn_metrics = self.learn(state)
+        else:
+            learn_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.learn_metric_shapes(state))
+        state, operator_metrics = self.apply_operators(state, steps_before)
+        # Per-iteration series are flattened to (steps_per_cycle,) or (steps_per_cycle, ...).
+        collected = {k: v.reshape(-1, *v.shape[2:]) if v.ndim >= 2 else v for k, v in collected.items()}
+        return state, {
+            **collected,
+            "env_steps": state.env_steps,
+            "updated": jnp.asarray(learn),
+            **learn_metrics,
+            **operator_metrics,
+        }
+
+    def step(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
+        """One cycle, learning once `learning_starts` steps are reached; a pure function
+        usable as a `lax.scan` body. (The runner uses `cycle` with a static flag.)"""
+        learns = state.env_steps + self.steps_per_cycle >= self.learning_starts
+        return jax.lax.cond(learns, lambda s: self.cycle(s, True), lambda s: self.cycle(s, False), state)

@@ -1,0 +1,150 @@
+"""Run outputs: metrics.jsonl (always), episodes.csv, and W&B (never fatal)."""
+
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from sparseq.pipeline.config.schema import WandbConfig
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _truncate_lines(path: Path, lines: int) -> None:
+    """Keeps the first `lines` lines of `path` (what a checkpoint had seen)."""
+    if not path.exists():
+        return
+    kept = path.read_text().splitlines(keepends=True)[:lines]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per log point, deterministic content),
+    timing.jsonl (wall-clock figures) and episodes.csv (one row per training episode).
+    Lines are flushed at once, so a killed run keeps every line it reached; a resumed
+    run first cuts the files back to what its checkpoint had seen."""
+
+    EPISODES_HEADER = "env_steps,episode_return,episode_length\n"
+
+    def __init__(self, folder: Path, truncate_to: tuple[int, int] | None = None):
+        self.path = folder / "metrics.jsonl"
+        self.timing_path = folder / "timing.jsonl"
+        self.episodes_path = folder / "episodes.csv"
+        if truncate_to is not None:
+            _truncate_lines(self.path, truncate_to[0])
+            _truncate_lines(self.timing_path, truncate_to[0])
+            _truncate_lines(self.episodes_path, truncate_to[1])
+        self._metrics_lines = self._count(self.path)
+        self._episodes_lines = self._count(self.episodes_path)
+        self._metrics = self.path.open("a")
+        self._timing = self.timing_path.open("a")
+        self._episodes = self.episodes_path.open("a")
+        if self._episodes_lines == 0:
+            self._episodes.write(self.EPISODES_HEADER)
+            self._episodes.flush()
+            self._episodes_lines = 1
+
+    @staticmethod
+    def _count(path: Path) -> int:
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    def metrics_lines(self) -> int:
+        return self._metrics_lines
+
+    def episodes_lines(self) -> int:
+        return self._episodes_lines
+
+    def write(self, record: dict[str, Any], timing: dict[str, Any] | None = None) -> None:
+        self._metrics.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
+        self._metrics.flush()
+        self._metrics_lines += 1
+        if timing is not None:
+            self._timing.write(json.dumps({k: _clean(v) for k, v in timing.items()}) + "\n")
+            self._timing.flush()
+
+    def write_episodes(self, rows: list[tuple[int, float, int]]) -> None:
+        self._episodes.writelines(f"{s},{r:.9g},{n}\n" for s, r, n in rows)
+        self._episodes.flush()
+        self._episodes_lines += len(rows)
+
+    def close(self) -> None:
+        for handle in (self._metrics, self._timing, self._episodes):
+            if not handle.closed:
+                handle.close()
+
+
+class WandbLog:
+    """W&B mirror of the metrics. Any failure (no account, no network, bad setting)
+    is reported once and W&B is switched off; training goes on with local files."""
+
+    def __init__(
+        self, settings: WandbConfig, folder: Path, name: str, config: dict[str, Any], run_id: str | None = None
+    ):
+        self.run = None
+        if settings.mode == "disabled":
+            return
+        try:
+            import wandb
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self.run = wandb.init(
+                project=settings.project,
+                entity=settings.entity or None,
+                group=settings.group or None,
+                name=name,
+                dir=str(folder),
+                mode=settings.mode,
+                config=config,
+                id=run_id,
+                resume="allow" if run_id else None,
+                settings=wandb.Settings(init_timeout=30, console="off", x_disable_stats=True),
+            )
+        except Exception as error:
+            self._warn(error)
+
+    @property
+    def run_id(self) -> str | None:
+        return getattr(self.run, "id", None)
+
+    def _warn(self, error: Exception) -> None:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        warnings.warn(f"W&B disabled for this run ({message}); metrics stay in metrics.jsonl", stacklevel=3)
+        print(f"warning: W&B disabled for this run ({message}); metrics stay in metrics.jsonl", file=sys.stderr)
+        self.run = None
+
+    def log(self, record: dict[str, Any], step: int) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.log({k: v for k, v in record.items() if v is not None}, step=step)
+        except Exception as error:
+            self._warn(error)
+
+    def log_images(self, images: dict[str, Path]) -> None:
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            self.run.log({key: wandb.Image(str(path)) for key, path in images.items() if path.exists()})
+        except Exception as error:
+            self._warn(error)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        try:
+            for key, value in summary.items():
+                self.run.summary[key] = value
+            self.run.finish()
+        except Exception as error:
+            self._warn(error)

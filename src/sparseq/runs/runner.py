@@ -1,0 +1,493 @@
+"""The host loop: jitted chunks of update cycles, logging, checkpoints, resume.
+
+The hot path never returns to Python inside a chunk: a chunk is one `lax.scan` over
+update cycles (or, for convolutional networks on CPU, one donated jitted call per
+cycle, because XLA:CPU runs convolutions ~10x slower inside loops and conditionals).
+Between chunks the host writes metrics.jsonl, W&B and the progress bar, checks for
+non-finite values, and at checkpoint boundaries re-seeds the pool and saves.
+
+metrics.jsonl holds only what the run computes (identical between a straight run and
+a killed-and-resumed one); wall-clock figures go to timing.jsonl.
+"""
+
+import dataclasses
+import datetime
+import json
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sparseq.runs.boundary import cross_boundary, pool_seed
+from sparseq.runs.checkpoint import Checkpointer, write_json
+from sparseq.pipeline.config.build import build_pipeline, make_collector
+from sparseq.pipeline.config.dump import to_dict, to_toml
+from sparseq.pipeline.config.schema import PipelineConfig
+from sparseq.runs.log import MetricsLog, WandbLog
+from sparseq.runs.periodic_eval import make_evaluator
+from sparseq.pipeline.compose import Pipeline, TrainState
+from sparseq.outputs.plots import metric_series, plot_returns, read_episodes
+from sparseq.runs.selections import append_selections, truncate_selections
+
+RECENT_EPISODES = 20
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or parameter became NaN/Inf; the message names the step and the stage."""
+
+
+def loop_kind(config: PipelineConfig) -> str:
+    if config.run.loop != "auto":
+        return config.run.loop
+    has_conv = config.network.kind != "mlp"
+    return "cycle" if has_conv and jax.default_backend() == "cpu" else "scan"
+
+
+def new_run_folder(config: PipelineConfig, name: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = Path(config.run.out_dir) / f"{name}-{stamp}"
+    suffix = 1
+    while folder.exists():
+        suffix += 1
+        folder = Path(config.run.out_dir) / f"{name}-{stamp}-{suffix}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def checkpoint_folder(config: PipelineConfig, run_folder: Path) -> Path:
+    return Path(config.run.checkpoint_dir) / run_folder.name
+
+
+def tree_bytes(tree: Any) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array)))
+
+
+def tree_count(tree: Any) -> int:
+    return sum(x.size for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array)))
+
+
+@eqx.filter_jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+class ChunkRunner:
+    """Runs `cycles` update cycles from a state, compiled once per (learn, cycles)."""
+
+    def __init__(self, pipeline: Pipeline, kind: str):
+        self.pipeline = pipeline
+        self.kind = kind
+        self._compiled: dict[tuple[bool, int], Any] = {}
+
+    def _scan(self, learn: bool, cycles: int):
+        key = (learn, cycles)
+        if key not in self._compiled:
+            body = lambda state, _: self.pipeline.cycle(state, learn)  # noqa: E731
+            self._compiled[key] = eqx.filter_jit(
+                lambda state: jax.lax.scan(body, state, None, length=cycles), donate="all"
+            )
+        return self._compiled[key]
+
+    def _single(self, learn: bool):
+        key = (learn, -1)
+        if key not in self._compiled:
+            self._compiled[key] = eqx.filter_jit(
+                lambda state: self.pipeline.cycle(state, learn, unroll_collect=True), donate="all"
+            )
+        return self._compiled[key]
+
+    def __call__(self, state: TrainState, learn: bool, cycles: int) -> tuple[TrainState, dict[str, np.ndarray]]:
+        if self.kind == "scan":
+            state, metrics = self._scan(learn, cycles)(state)
+            return state, jax.device_get(metrics)
+        step = self._single(learn)
+        series = []
+        for _ in range(cycles):
+            state, metrics = step(state)
+            series.append(metrics)
+        series = jax.device_get(series)
+        return state, jax.tree.map(lambda *xs: np.stack(xs), *series)
+
+
+@dataclasses.dataclass
+class RunResult:
+    folder: Path
+    summary: dict[str, Any]
+    state: TrainState
+
+
+class Progress:
+    def __init__(self, total: int, initial: int, enabled: bool, name: str):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="step",
+                unit_scale=True,
+                desc=name,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+
+    def update(self, steps: int, postfix: dict[str, str]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(steps)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summarize_chunk(metrics: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[tuple[int, float, int]]]:
+    """Host-side reduction of a chunk's per-cycle metrics to one log record and the
+    list of finished training episodes (env_steps, return, length)."""
+    record: dict[str, Any] = {}
+    env_steps = metrics["env_steps"]  # (cycles,)
+    cycles = env_steps.shape[0]
+    done = metrics["episode_done"].reshape(cycles, -1)
+    returns = metrics["episode_return"].reshape(cycles, -1)
+    lengths = metrics["episode_length"].reshape(cycles, -1)
+    episodes = [(int(env_steps[c]), float(returns[c, e]), int(lengths[c, e])) for c, e in zip(*np.nonzero(done))]
+    record["train/episodes"] = len(episodes)
+    if episodes:
+        record["train/return_mean"] = float(np.mean([r for _, r, _ in episodes]))
+        record["train/length_mean"] = float(np.mean([n for _, _, n in episodes]))
+    record["train/epsilon"] = float(metrics["epsilon"].reshape(-1)[-1])
+    if "member_epsilon" in metrics:
+        record["train/member_epsilon"] = float(metrics["member_epsilon"].reshape(-1)[-1])
+    updated = metrics["updated"].astype(bool)
+    record["train/updates"] = int(updated.sum())
+    skip = {"env_steps", "episode_done", "episode_return", "episode_length", "epsilon", "member_epsilon", "updated"}
+    for name, values in metrics.items():
+        if name in skip:
+            continue
+        if name == "loss":
+            if updated.any():
+                loss = values[updated]  # (updates, P)
+                record["train/loss"] = float(loss.mean())
+                if loss.shape[-1] > 1:
+                    for i, v in enumerate(loss.mean(axis=0)):
+                        record[f"population/loss_{i}"] = float(v)
+        elif name == "head_losses":
+            if updated.any() and values.shape[-1] > 1:
+                for i, v in enumerate(values[updated].mean(axis=(0, 1))):
+                    record[f"heads/loss_{i + 1}"] = float(v)
+        elif values.dtype == bool:
+            record[f"operators/{name}"] = int(values.sum())
+        else:
+            last = np.asarray(values[-1])
+            if last.ndim == 0:
+                record[name] = float(last)
+            else:
+                for i, v in enumerate(last.reshape(-1)):
+                    record[f"{name}_{i}"] = float(v)
+    return record, episodes
+
+
+def first_non_finite_step(metrics: dict[str, np.ndarray]) -> int | None:
+    """Environment step of the first cycle whose loss is NaN/Inf, if any."""
+    if "loss" not in metrics:
+        return None
+    loss = metrics["loss"].reshape(metrics["loss"].shape[0], -1)
+    bad = metrics["updated"].astype(bool) & ~np.isfinite(loss).all(axis=1)
+    if not bad.any():
+        return None
+    return int(metrics["env_steps"][int(np.argmax(bad))])
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint after the current chunk
+    and stops. A second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print("\nstopping after the current chunk (checkpoint first); Ctrl-C again to stop now", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class Trainer:
+    """One run: a run folder, its pipeline and state, its checkpoints."""
+
+    def __init__(self, config: PipelineConfig, folder: Path, pipeline: Pipeline | None = None):
+        self.config = config
+        self.folder = folder
+        self.pipeline = pipeline or build_pipeline(config)
+        self.kind = loop_kind(config)
+        self.steps_per_cycle = self.pipeline.steps_per_cycle
+        self.total_cycles = -(-config.run.total_steps // self.steps_per_cycle)
+        self.cycles_per_log = max(config.run.log_every // self.steps_per_cycle, 1)
+        every = config.run.checkpoint_every
+        self.cycles_per_checkpoint = max(every // self.steps_per_cycle, 1) if every > 0 else 0
+        self.first_learning_cycle = next(
+            (c for c in range(self.total_cycles) if self.pipeline.learns_in_cycle(c)), self.total_cycles
+        )
+        self.checkpointer = Checkpointer(
+            checkpoint_folder(config, folder),
+            keep=config.run.keep_checkpoints,
+            include_replay=config.run.checkpoint_replay,
+        )
+        self.cycle = 0
+        self.boundary = 0
+        self.recent: deque[float] = deque(maxlen=RECENT_EPISODES)
+        self.returns: list[float] = []
+        self.wandb_id: str | None = None
+        self.sparsity: float | None = None  # last logged sparsity/overall, when pruning
+        # Evaluation episodes (eval.every > 0): on the host between chunks, own pool.
+        self.evaluator = make_evaluator(config, self.pipeline, self.kind)
+
+    # -- chunk planning -------------------------------------------------------
+    def _chunk_end(self) -> int:
+        """Chunks end on multiples of the log and checkpoint periods (so log points
+        fall on round steps) and where learning starts."""
+        cycle = self.cycle
+        ends = [self.total_cycles, (cycle // self.cycles_per_log + 1) * self.cycles_per_log]
+        if self.cycles_per_checkpoint:
+            ends.append((cycle // self.cycles_per_checkpoint + 1) * self.cycles_per_checkpoint)
+        if cycle < self.first_learning_cycle:
+            ends.append(self.first_learning_cycle)
+        return min(ends)
+
+    def _checkpoint_due(self) -> bool:
+        return bool(self.cycles_per_checkpoint) and self.cycle % self.cycles_per_checkpoint == 0
+
+    # -- checkpoints ---------------------------------------------------------
+    def _meta(self, log: MetricsLog) -> dict[str, Any]:
+        return {
+            "env_steps": self.cycle * self.steps_per_cycle,
+            "cycle": self.cycle,
+            "boundary": self.boundary,
+            "config": to_dict(self.config),
+            "metrics_lines": log.metrics_lines(),
+            "episodes_lines": log.episodes_lines(),
+            "wandb_id": self.wandb_id,
+        }
+
+    def _boundary_and_save(self, state: TrainState, log: MetricsLog) -> TrainState:
+        self.boundary += 1
+        self.pipeline, state = cross_boundary(self.pipeline, state, pool_seed(self.config.run.seed, self.boundary))
+        self.runner = ChunkRunner(self.pipeline, self.kind)
+        self.checkpointer.save(self.cycle * self.steps_per_cycle, state, self._meta(log))
+        return state
+
+    # -- the loop ------------------------------------------------------------
+    def run(self, state: TrainState, log: MetricsLog, wandb_log: WandbLog) -> tuple[TrainState, str]:
+        """Trains from `state` at `self.cycle`; returns the final state and how the run
+        ended: "finished", "stopped" (signal, checkpoint saved)."""
+        self.runner = ChunkRunner(self.pipeline, self.kind)
+        if self.evaluator is not None:
+            self.evaluator.skip_to(self.cycle * self.steps_per_cycle)
+        started = time.perf_counter()
+        progress = Progress(
+            self.total_cycles * self.steps_per_cycle,
+            self.cycle * self.steps_per_cycle,
+            self.config.run.progress,
+            self.folder.name,
+        )
+        status = "finished"
+        try:
+            with _StopRequest() as stop:
+                pending: list[dict[str, np.ndarray]] = []
+                pending_seconds = 0.0
+                while self.cycle < self.total_cycles:
+                    end = self._chunk_end()
+                    learn = self.cycle >= self.first_learning_cycle
+                    chunk_started = time.perf_counter()
+                    state, metrics = self.runner(state, learn, end - self.cycle)
+                    pending_seconds += time.perf_counter() - chunk_started
+                    self._guard(state, metrics)
+                    pending.append(metrics)
+                    self.cycle = end
+                    at_log_point = self.cycle % self.cycles_per_log == 0 or self.cycle == self.total_cycles
+                    if not (at_log_point or self._checkpoint_due() or stop.signal is not None):
+                        continue  # the warm-up split: log once per log period
+                    metrics = {k: np.concatenate([m[k] for m in pending]) for k in pending[0]}
+                    chunk_steps = len(metrics["env_steps"]) * self.steps_per_cycle
+                    record = self._log(metrics, log, wandb_log, chunk_steps / pending_seconds, started, state)
+                    pending, pending_seconds = [], 0.0
+                    progress.update(
+                        chunk_steps,
+                        {
+                            "return": f"{record['train/return_recent']:.1f}" if self.recent else "-",
+                            "loss": f"{record.get('train/loss', float('nan')):.3g}",
+                        },
+                    )
+                    if stop.signal is not None:
+                        state = self._boundary_and_save(state, log)
+                        status = "stopped"
+                        break
+                    if self._checkpoint_due() and self.cycle < self.total_cycles:
+                        state = self._boundary_and_save(state, log)
+                if status == "finished":
+                    state = self._boundary_and_save(state, log)
+        finally:
+            progress.close()
+            self.checkpointer.wait()
+        return state, status
+
+    def _guard(self, state: TrainState, metrics: dict[str, np.ndarray]) -> None:
+        last_good = self.checkpointer.latest_step()
+        keep = f"last good checkpoint: step {last_good}" if last_good is not None else "no checkpoint was written yet"
+        step = first_non_finite_step(metrics)
+        if step is not None:
+            raise NonFiniteError(f"non-finite loss at environment step {step} (stage: learner update); {keep}")
+        if not bool(_all_finite(state.learner)):
+            steps = int(metrics["env_steps"][-1])
+            raise NonFiniteError(
+                f"non-finite parameters by environment step {steps} (stage: learner update or operators); {keep}"
+            )
+
+    def _log(self, metrics, log: MetricsLog, wandb_log: WandbLog, steps_per_second: float, started: float, state=None):
+        record, episodes = summarize_chunk(metrics)
+        if "sparsity/overall" in record:
+            self.sparsity = record["sparsity/overall"]
+        self.recent.extend(r for _, r, _ in episodes)
+        self.returns.extend(r for _, r, _ in episodes)
+        steps = self.cycle * self.steps_per_cycle
+        record = {
+            "env_steps": steps,
+            "train/return_recent": float(np.mean(self.recent)) if self.recent else None,
+            **record,
+        }
+        if self.evaluator is not None and state is not None and self.evaluator.due(steps):
+            record.update(self.evaluator.run(state.learner, steps).record())
+        timing = {"env_steps": steps, "time": time.perf_counter() - started, "steps_per_second": steps_per_second}
+        log.write(record, timing)
+        log.write_episodes(episodes)
+        append_selections(self.folder, metrics)  # EauDeQN: every target update, not just the last
+        wandb_log.log({**record, "train/steps_per_second": steps_per_second}, steps)
+        return record
+
+    def restore_history(self, log: MetricsLog) -> None:
+        """Rebuilds the recent-return window from episodes.csv and the last sparsity
+        from metrics.jsonl (after a resume)."""
+        _, returns = read_episodes(log.episodes_path)
+        self.returns = [float(r) for r in returns]
+        self.recent.extend(self.returns[-RECENT_EPISODES:])
+        lines = log.path.read_text().splitlines() if log.path.exists() else []
+        if lines:
+            self.sparsity = json.loads(lines[-1]).get("sparsity/overall")
+
+    def summary(self, state: TrainState, wall: float, status: str) -> dict[str, Any]:
+        summary = {
+            "algorithm": self.config.algorithm,
+            "task_id": self.config.env.task_id,
+            "seed": self.config.run.seed,
+            "status": status,
+            "env_steps": self.cycle * self.steps_per_cycle,
+            "episodes": len(self.returns),
+            "return_recent": float(np.mean(self.recent)) if self.recent else None,
+            "return_best_recent": None,
+            "wall_seconds": wall,
+            "steps_per_second": None,
+            "loop": self.kind,
+            "sparsity": self.sparsity,
+            "online_parameters": tree_count(state.learner.online),
+            "parameter_bytes": tree_bytes(state.learner.online) + tree_bytes(state.learner.target),
+            "optimizer_bytes": tree_bytes(state.learner.opt_state),
+            "checkpoints": str(self.checkpointer.directory),
+        }
+        if len(self.returns) >= RECENT_EPISODES:
+            window = np.convolve(self.returns, np.ones(RECENT_EPISODES) / RECENT_EPISODES, mode="valid")
+            summary["return_best_recent"] = float(window.max())
+        return summary
+
+
+def _finish(trainer: Trainer, state: TrainState, status: str, wall: float, log: MetricsLog, wandb_log: WandbLog):
+    config = trainer.config
+    title = f"{config.algorithm} on {config.env.task_id} (seed {config.run.seed})"
+    plot = plot_returns(trainer.folder, title, extra=metric_series(trainer.folder))
+    summary = trainer.summary(state, wall, status)
+    steps_run = summary["env_steps"]
+    summary["steps_per_second"] = steps_run / wall if wall > 0 else None
+    write_json(trainer.folder / "summary.json", summary)
+    from sparseq.outputs.export import save_final_policy  # policy.eqx: what `sparseq export/evaluate` read
+
+    pipeline = trainer.pipeline
+    save_final_policy(trainer.folder, state.learner, pipeline.collector.obs_shape, pipeline.learner.num_actions)
+    wandb_log.log_images({"plots/returns": plot})
+    wandb_log.finish(summary)
+    log.close()
+    trainer.checkpointer.close()
+    return RunResult(folder=trainer.folder, summary=summary, state=state)
+
+
+def _execute(trainer: Trainer, state: TrainState, log: MetricsLog, wandb_log: WandbLog) -> RunResult:
+    started = time.perf_counter()
+    try:
+        state, status = trainer.run(state, log, wandb_log)
+    except NonFiniteError:
+        steps = trainer.cycle * trainer.steps_per_cycle
+        write_json(trainer.folder / "summary.json", {"status": "non-finite", "env_steps": steps})
+        log.close()
+        wandb_log.finish({"status": "non-finite"})
+        trainer.checkpointer.close()
+        raise
+    return _finish(trainer, state, status, time.perf_counter() - started, log, wandb_log)
+
+
+def train(
+    config: PipelineConfig,
+    *,
+    name: str = "run",
+    folder: Path | None = None,
+    pipeline: Pipeline | None = None,
+) -> RunResult:
+    """Trains `config` from scratch into a new run folder (or `folder`)."""
+    pipeline = pipeline or build_pipeline(config)
+    folder = folder or new_run_folder(config, config.run.name or name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pipeline.toml").write_text(to_toml(config))
+    trainer = Trainer(config, folder, pipeline)
+    log = MetricsLog(folder)
+    wandb_log = WandbLog(config.run.wandb, folder, folder.name, to_dict(config))
+    trainer.wandb_id = wandb_log.run_id
+    state = pipeline.init(jax.random.key(config.run.seed))
+    return _execute(trainer, state, log, wandb_log)
+
+
+def resume(config: PipelineConfig, folder: Path, step: int, meta: dict[str, Any]) -> RunResult:
+    """Continues the run in `folder` from its checkpoint at `step` (see resume.py for
+    the checks that come first)."""
+    collector = make_collector(config, seed=pool_seed(config.run.seed, int(meta["boundary"])))
+    pipeline = build_pipeline(config, collector=collector)
+    trainer = Trainer(config, folder, pipeline)
+    template = pipeline.init(jax.random.key(config.run.seed))
+    state = trainer.checkpointer.restore(step, template, meta)
+    trainer.cycle = int(meta["cycle"])
+    trainer.boundary = int(meta["boundary"])
+    log = MetricsLog(folder, truncate_to=(int(meta["metrics_lines"]), int(meta["episodes_lines"])))
+    truncate_selections(folder, trainer.cycle * trainer.steps_per_cycle)
+    trainer.restore_history(log)
+    wandb_log = WandbLog(config.run.wandb, folder, folder.name, to_dict(config), run_id=meta.get("wandb_id"))
+    trainer.wandb_id = wandb_log.run_id
+    return _execute(trainer, state, log, wandb_log)

@@ -1,0 +1,160 @@
+"""EauDeQN's pruning-selection operator: the target update of a population of K
+masked online networks that all regress on one shared target.
+
+At every target update (every `period` environment steps, once learning has begun):
+1. k* = argmin of the per-network loss sums of the period, NaN ignored (a network
+   whose loss diverged is never picked; if all are NaN, network 0 is kept).
+2. The target becomes a copy of network k*; the loss sums are reset.
+3. Network 0 becomes a copy of the winner at the SAME sparsity (same mask);
+   network k = 1..K-1 becomes the winner with a further k * rho / (K - 1) of its
+   remaining weights pruned (lowest magnitude first, per layer or globally).
+4. Optimizer state: every network gets the winner's state, masked by its own mask
+   ("copy"), or a fresh one ("reset").
+Every mask is a subset of the winner's, and the winner is one of the networks, so the
+target's sparsity never decreases; it grows only when a sparser student fits the
+target better over a whole period. After `horizon_step` environment steps nothing is
+pruned any more: all K networks restart as copies of the winner.
+
+Acting uses network 0, i.e. the network currently selected as target, as it goes on
+learning (the learner's `acting_member` is set to 0 at every selection).
+"""
+
+from typing import Any, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jax import Array
+
+from sparseq.stages.learners.population import population_size, select_member
+from sparseq.stages.learners.q_learner import LearnerState
+from sparseq.stages.operators.base import Operator, period_crossed
+from sparseq.stages.sparsity import (
+    Criterion,
+    apply_masks,
+    mask_optimizer_state,
+    prune_remaining,
+    sparsity_stats,
+)
+
+
+class PruneSelectState(eqx.Module):
+    selected: Array  # () int32: index of the network picked at the last target update
+    loss_sums: Array  # (K,) float32: each network's summed loss over the last period
+    member_sparsity: Array  # (K,) float32: each online network's overall sparsity now
+    target_sparsity: dict[str, Array]  # "overall" and per-layer sparsity of the target
+    selections: Array  # () int32: target updates so far
+
+
+def nan_argmin(values: Array) -> Array:
+    """Index of the smallest non-NaN value (0 if every value is NaN). values: (K,)."""
+    return jnp.argmin(jnp.where(jnp.isnan(values), jnp.inf, values)).astype(jnp.int32)
+
+
+def prune_fractions(num_networks: int, max_fraction: float) -> Array:
+    """(K,) fraction of the winner's remaining weights network k prunes: k * rho / (K-1)."""
+    return jnp.arange(num_networks, dtype=jnp.float32) * (max_fraction / (num_networks - 1))
+
+
+class PruneSelect(Operator):
+    """Attributes:
+    period: T, environment steps between target updates (replaces TargetSync).
+    num_networks: K >= 2, must equal the learner's population.
+    max_prune_fraction: rho in (0, 1): network K-1 prunes this fraction of the
+        winner's remaining weights at every target update.
+    criterion: "layer" (each layer loses the same fraction) or "global".
+    optimizer_state: "copy" (the winner's, masked) or "reset" (optimizer.init).
+    horizon_step: environment steps after which sparsity is frozen.
+    optimizer: the learner's optimizer (needed for "reset").
+
+    Metrics (every iteration, values as of the last target update):
+    "target_updated" () bool, "population/selected" () int32,
+    "population/loss_sum" (K,), "population/sparsity" (K,),
+    "sparsity/overall" and "sparsity/<layer>" of the target (fractions pruned).
+    """
+
+    period: int = eqx.field(static=True)
+    num_networks: int = eqx.field(static=True)
+    optimizer: optax.GradientTransformation = eqx.field(static=True)
+    max_prune_fraction: float = eqx.field(static=True, default=0.2)
+    criterion: Criterion = eqx.field(static=True, default="layer")
+    optimizer_state: Literal["copy", "reset"] = eqx.field(static=True, default="copy")
+    horizon_step: int = eqx.field(static=True, default=2**31 - 1)
+
+    def __check_init__(self):
+        if self.num_networks < 2:
+            raise ValueError(f"PruneSelect needs num_networks >= 2, got {self.num_networks}")
+        if not 0 < self.max_prune_fraction < 1:
+            raise ValueError(f"PruneSelect needs 0 < max_prune_fraction < 1, got {self.max_prune_fraction}")
+
+    def init(self, learner_state: LearnerState) -> PruneSelectState:
+        if learner_state.masks is None:
+            raise ValueError("PruneSelect needs a masked learner (QLearner(masked=True))")
+        if learner_state.target is None:
+            # Over self-bootstrapping networks (iS-QL, TF-DQN) each loss is measured
+            # against the network's own heads, so the losses are not comparable: a
+            # heavily pruned network fits its own shrunken targets best and wins (tried:
+            # CartPole collapsed to 98.8% sparsity). Sparse iS-QL needs a shared target.
+            raise ValueError("PruneSelect needs a learner with target='network' (one shared target)")
+        size = population_size(learner_state.online)
+        if size != self.num_networks:
+            raise ValueError(f"PruneSelect has num_networks={self.num_networks} but the learner holds {size}")
+        member_masks = select_member(learner_state.masks, 0)
+        return PruneSelectState(
+            selected=jnp.zeros((), jnp.int32),
+            loss_sums=jnp.zeros((self.num_networks,), jnp.float32),
+            member_sparsity=jax.vmap(lambda m: sparsity_stats(m)["overall"])(learner_state.masks),
+            target_sparsity=sparsity_stats(member_masks),
+            selections=jnp.zeros((), jnp.int32),
+        )
+
+    def select(self, state: PruneSelectState, ls: LearnerState, steps_after: Array) -> tuple[Any, LearnerState]:
+        """The target update itself (unconditional; `__call__` gates it)."""
+        losses = ls.loss_sums
+        winner_index = nan_argmin(losses)
+        winner = select_member(ls.online, winner_index)
+        winner_masks = select_member(ls.masks, winner_index)
+        pruning = steps_after <= self.horizon_step
+        fractions = prune_fractions(self.num_networks, self.max_prune_fraction) * pruning
+        masks = jax.vmap(lambda f: prune_remaining(winner, winner_masks, f, self.criterion))(fractions)
+        online = eqx.filter_vmap(lambda m: apply_masks(winner, m))(masks)
+        if self.optimizer_state == "reset":
+            opt_state = jax.vmap(self.optimizer.init)(eqx.filter(online, eqx.is_array))
+        else:
+            winner_opt = select_member(ls.opt_state, winner_index)
+            opt_state = jax.vmap(lambda m: mask_optimizer_state(winner_opt, m))(masks)
+        ls = eqx.tree_at(
+            lambda s: (s.online, s.target, s.opt_state, s.masks, s.loss_sums, s.acting_member),
+            ls,
+            (online, winner, opt_state, masks, jnp.zeros_like(ls.loss_sums), jnp.zeros((), jnp.int32)),
+        )
+        state = PruneSelectState(
+            selected=winner_index,
+            loss_sums=losses,
+            member_sparsity=jax.vmap(lambda m: sparsity_stats(m)["overall"])(masks),
+            target_sparsity=sparsity_stats(winner_masks),
+            selections=state.selections + 1,
+        )
+        return state, ls
+
+    def __call__(
+        self, state: PruneSelectState, learner_state: LearnerState, steps_before: Array, steps_after: Array
+    ) -> tuple[PruneSelectState, LearnerState, dict[str, Array]]:
+        # Before the first gradient step every loss sum is 0 and every network is the
+        # same; a selection then would only prune untrained weights.
+        due = period_crossed(self.period, steps_before, steps_after) & (learner_state.updates > 0)
+
+        def update(operands):
+            return self.select(*operands, steps_after)
+
+        # Sorting and copying only: no convolution runs inside this cond.
+        state, learner_state = jax.lax.cond(due, update, lambda operands: operands, (state, learner_state))
+        metrics = {
+            "target_updated": due,
+            "population/selected": state.selected,
+            "population/loss_sum": state.loss_sums,
+            "population/sparsity": state.member_sparsity,
+            **{f"sparsity/{name}": value for name, value in state.target_sparsity.items()},
+        }
+        return state, learner_state, metrics
