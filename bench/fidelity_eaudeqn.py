@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from fidelity_common import chosen_algorithms, fresh_out_dir
-from sparseq.pipeline.config.loader import load_pipeline
 from sparseq.outputs.report import bootstrap_iqm, final_score, read_run
+from sparseq.pipeline.config.loader import load_pipeline
 from sparseq.runs.runner import train
 
 TASKS = {"lunarlander": ("LunarLander-v3", 200_000), "cartpole": ("CartPole-v1", 100_000)}

@@ -57,8 +57,8 @@ def main() -> int:
     import numpy as np
 
     from sparseq.outputs.export import build_manifest, write_export
-    from sparseq.stages.networks import MLPTorso, NatureCNNTorso, QNetwork
     from sparseq.outputs.policy import load_policy
+    from sparseq.stages.networks import MLPTorso, NatureCNNTorso, QNetwork
     from sparseq.stages.sparsity import apply_masks, init_masks, prune_to_sparsity
 
     def mlp(hidden):

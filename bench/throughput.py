@@ -34,12 +34,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from sparseq.stages.collect.envpool_collector import EnvpoolCollector
+from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.pipeline.config.build import build_pipeline, make_collector
 from sparseq.pipeline.config.loader import load_pipeline
 from sparseq.pipeline.config.schema import PipelineConfig
-from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.runs.runner import ChunkRunner, loop_kind
+from sparseq.stages.collect.envpool_collector import EnvpoolCollector
 
 # ---------------------------------------------------------------------------------
 # Results, sections and the registry

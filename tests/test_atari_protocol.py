@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from sparseq.outputs import atari_scores
-from sparseq.stages.collect.envpool_collector import EnvpoolCollector
 from sparseq.pipeline.config.build import env_options, make_collector, make_replay
 from sparseq.pipeline.config.loader import load_pipeline
+from sparseq.stages.collect.envpool_collector import EnvpoolCollector
 from sparseq.stages.replay import FrameDedupReplay
 
 PROTOCOL = {

@@ -15,8 +15,6 @@ import pytest
 import scipy.sparse
 
 from sparseq.cli import main as cli_main
-from sparseq.pipeline.config.dump import to_toml
-from sparseq.pipeline.config.schema import NetworkConfig, PipelineConfig
 from sparseq.outputs.export import (
     MASKS_FILE,
     build_manifest,
@@ -27,9 +25,11 @@ from sparseq.outputs.export import (
     to_csr,
     write_export,
 )
+from sparseq.outputs.policy import load_policy
+from sparseq.pipeline.config.dump import to_toml
+from sparseq.pipeline.config.schema import NetworkConfig, PipelineConfig
 from sparseq.stages.learners.population import stack_members
 from sparseq.stages.networks import MLPTorso, NatureCNNTorso, QNetwork
-from sparseq.outputs.policy import load_policy
 from sparseq.stages.sparsity import apply_masks, init_masks
 
 # Networks are built and run under jit: op-by-op JAX compiles every primitive, which

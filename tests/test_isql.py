@@ -11,11 +11,11 @@ from scipy.stats import chisquare
 
 from sparseq.pipeline.config import ConfigError, load_pipeline
 from sparseq.pipeline.config.build import build_pipeline, make_network_factory, make_operators, num_heads
+from sparseq.runs.runner import summarize_chunk
 from sparseq.stages.learners.q_learner import LearnerState, QLearner
 from sparseq.stages.networks import ImpalaTorso, MLPTorso, NatureCNNTorso, QNetwork
 from sparseq.stages.networks.impala import ResidualBlock, channel_norm, max_pool_same
 from sparseq.stages.operators.shared_target_shift import SharedTargetShift
-from sparseq.runs.runner import summarize_chunk
 from sparseq.types import Batch
 
 # ---------------------------------------------------------------- helpers

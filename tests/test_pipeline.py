@@ -10,12 +10,12 @@ import numpy as np
 import optax
 import pytest
 
+from sparseq.pipeline.compose import Exploration, Pipeline
 from sparseq.stages.collect import EnvpoolCollector
 from sparseq.stages.learners import QLearner
 from sparseq.stages.learners.population import select_member
 from sparseq.stages.networks import MLPTorso, QNetwork
 from sparseq.stages.operators import TargetSync, period_crossed
-from sparseq.pipeline.compose import Exploration, Pipeline
 from sparseq.stages.replay import UniformReplay
 from sparseq.stages.schedules import linear_epsilon
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import trim_mean
 
-from sparseq.outputs import report
 from sparseq.cli import main as cli_main
+from sparseq.outputs import report
 
 
 def write_run(

@@ -132,8 +132,8 @@ def test_nan_loss_stops_with_step_and_stage_and_keeps_checkpoint(make_config):
     import jax.numpy as jnp
     import optax
 
-    from sparseq.runs.checkpoint import Checkpointer
     from sparseq.pipeline.config.build import build_pipeline
+    from sparseq.runs.checkpoint import Checkpointer
     from sparseq.runs.runner import NonFiniteError, checkpoint_folder, train
 
     config = make_config(run={"total_steps": 800, "log_every": 100, "checkpoint_every": 200})

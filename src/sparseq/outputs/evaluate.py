@@ -51,9 +51,9 @@ def _policy_from_export(folder: Path) -> tuple[Callable, dict]:
 def _policy_from_run(folder: Path) -> tuple[Callable, dict]:
     import equinox as eqx
 
-    from sparseq.pipeline.config.build import env_options
     from sparseq.outputs.export import acting_heads, load_final_policy
     from sparseq.outputs.policy import greedy_actions
+    from sparseq.pipeline.config.build import env_options
 
     final = load_final_policy(folder)
     config = final.config

@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from sparseq.pipeline.prng import use_straight_line_threefry_on_cpu
 from sparseq.stages.collect.envpool_collector import CollectorState, EnvpoolCollector
 from sparseq.stages.learners.q_learner import LearnerState, QLearner
 from sparseq.stages.operators.base import Operator
-from sparseq.pipeline.prng import use_straight_line_threefry_on_cpu
 from sparseq.stages.replay.uniform import ReplayState, UniformReplay
 from sparseq.stages.schedules import linear_epsilon
 

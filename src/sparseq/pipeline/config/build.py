@@ -6,9 +6,10 @@ from typing import Any
 import jax
 import optax
 
+from sparseq.pipeline.compose import Exploration, Pipeline
+from sparseq.pipeline.config.schema import EnvConfig, NetworkConfig, PipelineConfig
 from sparseq.stages.collect.envpool_collector import EnvpoolCollector
 from sparseq.stages.collect.tasks import is_atari_task
-from sparseq.pipeline.config.schema import EnvConfig, NetworkConfig, PipelineConfig
 from sparseq.stages.learners.q_learner import QLearner
 from sparseq.stages.networks import ImpalaTorso, MLPTorso, NatureCNNTorso, QNetwork
 from sparseq.stages.operators.base import Operator
@@ -16,7 +17,6 @@ from sparseq.stages.operators.poly_prune import PolyPrune
 from sparseq.stages.operators.prune_select import PruneSelect
 from sparseq.stages.operators.shared_target_shift import SharedTargetShift
 from sparseq.stages.operators.target_sync import TargetSync
-from sparseq.pipeline.compose import Exploration, Pipeline
 from sparseq.stages.replay.frame_dedup import FrameDedupReplay
 from sparseq.stages.replay.uniform import UniformReplay
 
