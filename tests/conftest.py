@@ -21,9 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 def small_config(out_dir: Path, **sections):
     """DQN on CartPole-v1 at sizes that compile and run in seconds.
 
-    `sections` replaces fields per section, e.g. `learner={"warmup": 10}`.
+    `sections` replaces fields per section, e.g. `learner={"warmup": 10}` (options of
+    the learner's kind); `operators` is the operator list, as (kind, options dict)
+    pairs or Stage entries.
     """
-    from sparseq.pipeline.config.schema import PipelineConfig
+    from sparseq.pipeline.config.schema import PipelineConfig, Stage
 
     base = PipelineConfig()
     changes = {
@@ -40,7 +42,10 @@ def small_config(out_dir: Path, **sections):
         "exploration": {"decay_steps": 100},
     }
     for name, values in sections.items():
-        changes.setdefault(name, {}).update(values)
+        if name == "operators":
+            changes[name] = values
+        else:
+            changes.setdefault(name, {}).update(values)
     fields = {}
     for name, values in changes.items():
         section = getattr(base, name)
@@ -48,7 +53,11 @@ def small_config(out_dir: Path, **sections):
             wandb = values.pop("wandb", {"mode": "disabled"})
             values["wandb"] = dataclasses.replace(section.wandb, **wandb)
         if name == "operators":
-            values = {k: dataclasses.replace(getattr(section, k), **v) for k, v in values.items()}
+            fields[name] = tuple(op if isinstance(op, Stage) else Stage(op[0], op[1]) for op in values)
+            continue
+        if name == "learner":
+            fields[name] = Stage(section.kind, dataclasses.replace(section.options, **values))
+            continue
         fields[name] = dataclasses.replace(section, **values)
     return dataclasses.replace(base, **fields)
 

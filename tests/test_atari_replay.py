@@ -174,10 +174,11 @@ def test_dedup_equals_full_stack_buffer_on_pong_frames(padding):
             num_envs=2,
             max_episode_steps=30,
             reward_clip=1.0,
+            envpool_options="atari",  # what envs/atari.toml sets
             atari=dataclasses.replace(base.env.atari, stack_padding=padding),
         ),
         learner=dataclasses.replace(base.learner, n_step=3),
-        replay=dataclasses.replace(base.replay, capacity=2 * 50, batch_size=8),
+        replay=dataclasses.replace(base.replay, capacity=2 * 50, batch_size=8, dedup_frames="on"),
     )
     collector = make_collector(config)
     dedup = make_replay(config, collector.obs_shape)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from sparseq.pipeline.config import ConfigError, PipelineConfig, load_pipeline
-from sparseq.pipeline.config.build import build_pipeline, env_options
+from sparseq.pipeline.config.build import build_pipeline
 from sparseq.pipeline.config.dump import to_toml
 from sparseq.pipeline.config.loader import parse_overrides
+from sparseq.stages.collect.options import env_options
 from sparseq.stages.operators import TargetSync
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,9 +69,9 @@ def test_every_shipped_pipeline_loads():
 def test_dqn_and_tfdqn_cartpole_settings():
     dqn = load_pipeline("dqn-cartpole")[0]
     assert (dqn.env.task_id, dqn.learner.target, dqn.network.hidden) == ("CartPole-v1", "network", (100, 100))
-    assert dqn.operators.target_sync.enabled and dqn.operators.target_sync.period == 200
+    assert [op.kind for op in dqn.operators] == ["target_sync"] and dqn.operator("target_sync").period == 200
     tfdqn = load_pipeline("tfdqn-cartpole")[0]
-    assert tfdqn.learner.target == "online" and not tfdqn.operators.target_sync.enabled
+    assert tfdqn.learner.target == "online" and tfdqn.operators == ()
     # everything else is inherited from dqn-cartpole through `extends`
     assert dataclasses.replace(tfdqn, algorithm="dqn", learner=dqn.learner, operators=dqn.operators) == dqn
 
@@ -188,7 +189,7 @@ def test_wrong_types(tmp_path, body, expected):
         ("[run]\ntotal_steps = -5\n", "run.total_steps = -5: must be > 0"),
         ("[learner]\nwarmup = -1\n", "learner.warmup = -1: must be >= 0"),
         ("[exploration]\ndecay_steps = -10\n", "exploration.decay_steps = -10: must be >= 0"),
-        ("[operators.target_sync]\nperiod = 0\n", "operators.target_sync.period = 0: must be >= 1"),
+        ('[[operators]]\nkind = "target_sync"\nperiod = 0\n', "operators.target_sync.period = 0: must be >= 1"),
         ("[env]\nnum_envs = 0\n", "env.num_envs = 0: must be >= 1"),
     ],
 )
@@ -226,8 +227,9 @@ def test_extends_errors(tmp_path):
 
 
 def test_inconsistent_sections_are_refused():
-    error = config_error("dqn-cartpole", ["--learner.target", "online"])
-    assert "operators.target_sync.enabled = True" in str(error) and "learner.target = 'network'" in str(error)
+    with pytest.raises(ConfigError) as error:
+        build_pipeline(load_pipeline("dqn-cartpole", ["--learner.target", "online"])[0])
+    assert "operators.target_sync.kind = 'target_sync'" in str(error.value) and "target='network'" in str(error.value)
     error = config_error("dqn-cartpole", ["--env.num-envs", "4", "--learner.update-every", "3"])
     assert str(error) == "command line: learner.update_every = 3: must divide env.num_envs (4) or be a multiple of it"
 

@@ -234,11 +234,7 @@ def test_vmapped_population_update_equals_separate_updates():
         ("eaudedqn-cartpole", ["--operators.prune-select.max-prune-fraction", "1"], "max_prune_fraction"),
         ("eaudedqn-cartpole", ["--operators.prune-select.max-prune-fraction", "-0.5"], "max_prune_fraction"),
         ("eaudedqn-cartpole", ["--operators.prune-select.horizon", "1.5"], "operators.prune_select.horizon"),
-        (
-            "eaudedqn-cartpole",
-            ["--no-operators.target-sync.enabled", "--learner.target", "online"],
-            "operators.prune_select.enabled",
-        ),
+        ("eaudedqn-cartpole", ["--learner.target", "online"], "operators.prune_select.kind"),
         ("polyprunedqn-cartpole", ["--operators.poly-prune.start", "0.8"], "operators.poly_prune.start"),
         (
             "polyprunedqn-cartpole",
@@ -248,12 +244,13 @@ def test_vmapped_population_update_equals_separate_updates():
         ("polyprunedqn-cartpole", ["--operators.poly-prune.final-sparsity", "1"], "final_sparsity"),
         ("polyprunedqn-cartpole", ["--operators.poly-prune.final-sparsity", "-0.1"], "final_sparsity"),
         ("polyprunedqn-cartpole", ["--operators.poly-prune.every", "0"], "operators.poly_prune.every"),
-        ("polyprunedqn-cartpole", ["--operators.prune-select.enabled"], "operators.poly_prune.enabled"),
+        ("eaudedqn-cartpole", ["--no-learner.masked"], "operators.prune_select.kind"),
+        ("eaudedqn-cartpole", ["--learner.population", "3"], "operators.prune_select.kind"),
     ],
 )
 def test_bad_pruning_settings_are_one_line_errors(pipeline, overrides, key):
     with pytest.raises(ConfigError) as error:
-        load_pipeline(pipeline, overrides)
+        build_pipeline(*load_pipeline(pipeline, overrides)[:1])
     message = str(error.value)
     assert key in message and "\n" not in message
 
@@ -263,30 +260,33 @@ def test_pipeline_files_build_the_intended_stages():
     pipe = build_pipeline(config)
     assert config.algorithm == "eaudedqn" and pipe.learner.population == 4 and pipe.learner.masked
     (select,) = pipe.operators
-    assert isinstance(select, PruneSelect) and select.period == config.operators.target_sync.period
+    assert isinstance(select, PruneSelect) and select.period == config.operator("prune_select").period
     assert select.horizon_step == round(0.8 * config.run.total_steps)
     config, _, _ = load_pipeline("polyprunedqn-lunarlander")
-    assert config.env.task_id == "LunarLander-v3" and config.operators.poly_prune.final_sparsity == 0.95
+    assert config.env.task_id == "LunarLander-v3" and config.operator("poly_prune").final_sparsity == 0.95
     for name in ("eaudedqn-lunarlander", "eaudedqn-atari", "polyprunedqn-atari"):
         load_pipeline(name)
     config, _, _ = load_pipeline("eaudedqn-atari", ["--network.dense-units", "32"])
-    assert config.operators.prune_select.num_networks == 5 and config.network.kind == "nature_cnn"
+    assert config.operator("prune_select").num_networks == 5 and config.network.kind == "nature_cnn"
     network = make_network_factory(config.network, (4, 84, 84), 1, 6)(jax.random.key(0))
     assert network.torso.dense.weight.shape[0] == 32
     quick, _, _ = load_pipeline("quickstart")
     assert quick.algorithm == "eaudedqn" and quick.env.task_id == "CartPole-v1"
-    assert quick.operators.prune_select.enabled
+    assert quick.operator("prune_select") is not None
 
 
 @pytest.mark.parametrize("method", ["prune_select", "poly_prune"])
 def test_tiny_runs_log_and_plot_sparsity(make_config, method):
     from sparseq.runs.runner import train
 
-    operators = {
-        "prune_select": {"target_sync": {"period": 25}, "prune_select": {"enabled": True, "num_networks": 3}},
-        "poly_prune": {"poly_prune": {"enabled": True, "start": 0.1, "end": 0.6, "final_sparsity": 0.5, "every": 20}},
+    operators, learner = {
+        "prune_select": ([("prune_select", {"period": 25, "num_networks": 3})], {"population": 3, "masked": True}),
+        "poly_prune": (
+            [("poly_prune", {"start": 0.1, "end": 0.6, "final_sparsity": 0.5, "every": 20}), ("target_sync", {})],
+            {"masked": True},
+        ),
     }[method]
-    config = make_config(run={"total_steps": 600, "log_every": 150}, operators=operators)
+    config = make_config(run={"total_steps": 600, "log_every": 150}, operators=operators, learner=learner)
     result = train(config, name=f"{method}-tiny")  # the runner donates the state: no shared buffers
     records = [json.loads(line) for line in (result.folder / "metrics.jsonl").read_text().splitlines()]
     learned = [r for r in records if "sparsity/overall" in r]
@@ -349,9 +349,10 @@ def test_random_acting_member_draws_uniformly_and_only_with_its_probability():
 
 
 def test_member_exploration_schedule_reaches_the_collector_only_when_enabled(make_config):
-    base = {"prune_select": {"enabled": True, "num_networks": 3}}
+    base = [("prune_select", {"num_networks": 3})]
+    population = {"population": 3, "masked": True}
     schedule = {"member_start": 1.0, "member_end": 0.1, "member_decay_steps": 100}
-    config = make_config(operators=base, exploration=schedule)
+    config = make_config(operators=base, exploration=schedule, learner=population)
     pipe = build_pipeline(config)
     assert pipe.exploration.explores_members
     start = pipe.learning_starts
@@ -359,7 +360,7 @@ def test_member_exploration_schedule_reaches_the_collector_only_when_enabled(mak
     assert schedule == pytest.approx([1.0, 0.55, 0.1])
     _, metrics = pipe.collect(pipe.init(jax.random.key(0)))
     assert float(metrics["member_epsilon"]) == 1.0
-    plain = build_pipeline(make_config(operators=base))
+    plain = build_pipeline(make_config(operators=base, learner=population))
     assert not plain.exploration.explores_members
     assert "member_epsilon" not in plain.collect(plain.init(jax.random.key(0)))[1]
     with pytest.raises(ConfigError, match=r"exploration\.member_start"):

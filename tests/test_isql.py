@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import chisquare
 
 from sparseq.pipeline.config import ConfigError, load_pipeline
-from sparseq.pipeline.config.build import build_pipeline, make_network_factory, make_operators, num_heads
+from sparseq.pipeline.config.build import build_pipeline, make_network_factory, num_heads
 from sparseq.runs.runner import summarize_chunk
 from sparseq.stages.learners.q_learner import LearnerState, QLearner
 from sparseq.stages.networks import ImpalaTorso, MLPTorso, NatureCNNTorso, QNetwork
@@ -399,17 +399,17 @@ def test_lunarlander_pipeline_has_the_paper_settings():
     assert (config.replay.capacity, config.replay.batch_size) == (10_000, 32)
     assert (config.exploration.start, config.exploration.end, config.exploration.decay_steps) == (1.0, 0.01, 1_000)
     assert config.run.total_steps == 200_000
-    assert not config.operators.target_sync.enabled
-    assert config.operators.shared_target_shift.enabled and config.operators.shared_target_shift.period == 200
+    assert [op.kind for op in config.operators] == ["shared_target_shift"]
+    assert config.operator("shared_target_shift").period == 200
     assert num_heads(config) == 4
-    (operator,) = make_operators(config)
+    (operator,) = build_pipeline(config).operators
     assert isinstance(operator, SharedTargetShift) and operator.period == 200
 
 
 def test_atari_pipelines_have_the_authors_settings():
     config, _, _ = load_pipeline("isdqn-atari")
     assert (config.network.kind, config.network.layer_norm, config.network.iterations) == ("nature_cnn", True, 9)
-    assert config.operators.shared_target_shift.period == 8_000 and config.learner.update_every == 4
+    assert config.operator("shared_target_shift").period == 8_000 and config.learner.update_every == 4
     assert (config.learner.learning_rate, config.learner.adam_eps) == (6.25e-5, 1.5e-4)
     assert (config.replay.capacity, config.learner.warmup) == (1_000_000, 20_000)
     assert config.exploration.decay_steps == 250_000
@@ -423,12 +423,8 @@ def test_atari_pipelines_have_the_authors_settings():
     "pipeline, overrides, key",
     [
         ("dqn-cartpole", ["--network.iterations", "3"], "network.iterations"),
-        ("tfdqn-cartpole", ["--operators.shared_target_shift.enabled"], "operators.shared_target_shift.enabled"),
-        (
-            "isdqn-cartpole",
-            ["--learner.target", "network", "--operators.target_sync.enabled"],
-            "operators.shared_target_shift.enabled",
-        ),
+        ("isdqn-cartpole", ["--network.iterations", "0"], "operators.shared_target_shift.kind"),
+        ("isdqn-cartpole", ["--learner.target", "network"], "operators.shared_target_shift.kind"),
         ("isdqn-cartpole", ["--operators.shared_target_shift.period", "0"], "operators.shared_target_shift.period"),
         ("isdqn-cartpole", ["--network.iterations", "-1"], "network.iterations"),
         ("isdqn-impala-atari", ["--network.impala-channels", "16", "0"], "network.impala_channels"),
@@ -436,7 +432,7 @@ def test_atari_pipelines_have_the_authors_settings():
 )
 def test_inconsistent_isql_settings_are_one_line_errors(pipeline, overrides, key):
     with pytest.raises(ConfigError) as error:
-        load_pipeline(pipeline, overrides)
+        build_pipeline(load_pipeline(pipeline, overrides)[0])
     message = str(error.value)
     assert error.value.key == key and "\n" not in message and key in message
 

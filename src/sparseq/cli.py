@@ -49,10 +49,11 @@ def _split_train_args(args: list[str]) -> tuple[str, list[str], bool]:
 def _print_help(config, pipeline: str) -> int:
     import tyro
 
-    from sparseq.pipeline.config.schema import PipelineConfig
+    from sparseq.pipeline.config.help_view import help_view
 
+    view, values = help_view(config)
     try:
-        tyro.cli(PipelineConfig, default=config, args=["--help"], prog=f"sparseq train {pipeline}")
+        tyro.cli(view, default=values, args=["--help"], prog=f"sparseq train {pipeline}")
     except SystemExit:
         pass
     return 0
@@ -88,12 +89,16 @@ def train_command(args: list[str]) -> int:
     if wants_help:
         return _print_help(config, pipeline)
     from sparseq.pipeline.config.build import build_pipeline
+    from sparseq.pipeline.config.paths import display
     from sparseq.runs.runner import train
 
+    where = display(path) if path is not None else "defaults"
     try:
-        built = build_pipeline(config)
+        built = build_pipeline(config, source_of=lambda key: _sources.get(key, where))
+    except ConfigError as error:
+        return fail(str(error))
     except (ValueError, RuntimeError) as error:
-        return fail(f"{path}: {str(error).splitlines()[0]}")
+        return fail(f"{where}: {str(error).splitlines()[0]}")
     return _report(lambda: train(config, name=path.stem if path else "run", pipeline=built), CheckpointError)
 
 

@@ -42,8 +42,8 @@ def _policy_from_export(folder: Path) -> tuple[Callable, dict]:
     env = {
         "task_id": manifest["task_id"],
         "options": dict(manifest.get("env_options", {})),
-        "stack_padding": manifest.get("stack_padding", "zeros"),
-        "stack_num": int(manifest.get("env_options", {}).get("stack_num", 4)),
+        # S > 0: the first S - 1 stack slots of an episode are zeroed (Dopamine's padding).
+        "zero_pad_stack": int(manifest.get("zero_pad_stack", 0)),
     }
     return lambda obs, epsilon, rng: policy.act(obs, epsilon=epsilon, rng=rng), env
 
@@ -53,7 +53,7 @@ def _policy_from_run(folder: Path) -> tuple[Callable, dict]:
 
     from sparseq.outputs.export import acting_heads, load_final_policy
     from sparseq.outputs.policy import greedy_actions
-    from sparseq.pipeline.config.build import env_options
+    from sparseq.stages.collect.options import env_options, zero_pad_stack
 
     final = load_final_policy(folder)
     config = final.config
@@ -66,8 +66,7 @@ def _policy_from_run(folder: Path) -> tuple[Callable, dict]:
     env = {
         "task_id": config.env.task_id,
         "options": dict(env_options(config.env)),
-        "stack_padding": config.env.atari.stack_padding,
-        "stack_num": config.env.atari.stack_num,
+        "zero_pad_stack": zero_pad_stack(config.env),
     }
     return act, env
 
@@ -78,10 +77,8 @@ def run_episodes(
     """(raw return, length) of the first `episodes` episodes to finish."""
     import envpool
 
-    from sparseq.stages.collect.tasks import is_atari_task
-
     pool = envpool.make(env["task_id"], env_type="gymnasium", num_envs=num_envs, seed=seed, **env["options"])
-    pad = is_atari_task(env["task_id"]) and env["stack_padding"] == "zeros"
+    pad = env["zero_pad_stack"] > 0
     rng = np.random.default_rng(seed)
     obs, _ = pool.reset()
     returns = np.zeros(num_envs)
@@ -90,7 +87,7 @@ def run_episodes(
     finished: list[tuple[float, int]] = []
     while len(finished) < episodes:
         if pad:
-            obs = zero_pad(obs, position, env["stack_num"])
+            obs = zero_pad(obs, position, env["zero_pad_stack"])
         actions = np.asarray(act(obs, epsilon, rng), np.int32)
         obs, reward, terminated, truncated, info = pool.step(actions)
         raw = np.asarray(info.get("reward", reward), np.float64)

@@ -118,7 +118,7 @@ def check_run_folder(folder: Path) -> None:
 
 def load_final_policy(folder: Path) -> FinalPolicy:
     """The final acting network of a finished run, masks applied."""
-    from sparseq.pipeline.config.build import make_network_factory
+    from sparseq.stages.networks.options import make_network_factory
 
     folder = Path(folder)
     check_run_folder(folder)
@@ -303,7 +303,7 @@ def write_export(out: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarr
 
 def export_run(folder: Path, out: Path | None = None, layout: Layout = "auto") -> tuple[Path, dict[str, Any]]:
     """Exports the final policy of run `folder` to `out` (default folder/export)."""
-    from sparseq.pipeline.config.build import env_options
+    from sparseq.stages.collect.options import env_options, zero_pad_stack
 
     folder = Path(folder)
     policy = load_final_policy(folder)
@@ -315,6 +315,7 @@ def export_run(folder: Path, out: Path | None = None, layout: Layout = "auto") -
         "env_options": dict(env_options(config.env)),
         # Atari: stack slots from before an episode start are zeroed (Dopamine) or copies.
         "stack_padding": config.env.atari.stack_padding,
+        "zero_pad_stack": zero_pad_stack(config.env),
         "seed": config.run.seed,
         "run_folder": str(folder.resolve()),
         "acting_member": policy.meta.get("acting_member", 0),

@@ -13,10 +13,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from sparseq.pipeline.prng import use_straight_line_threefry_on_cpu
-from sparseq.stages.collect.envpool_collector import CollectorState, EnvpoolCollector
-from sparseq.stages.learners.q_learner import LearnerState, QLearner
-from sparseq.stages.operators.base import Operator
-from sparseq.stages.replay.uniform import ReplayState, UniformReplay
+from sparseq.pipeline.protocols import Collector, Learner, Operator, Replay
 from sparseq.stages.schedules import linear_epsilon
 
 # Every pipeline program is compiled after this import; the random numbers are the
@@ -25,9 +22,9 @@ use_straight_line_threefry_on_cpu()
 
 
 class TrainState(eqx.Module):
-    collector: CollectorState
-    replay: ReplayState
-    learner: LearnerState
+    collector: Any
+    replay: Any
+    learner: Any
     operators: tuple[Any, ...]
     env_steps: Array  # () int32: environment steps taken (all environments)
     key: Array
@@ -68,7 +65,8 @@ class Exploration(eqx.Module):
 
 class Pipeline(eqx.Module):
     """Attributes:
-    collector, replay, learner: the stages.
+    collector, replay, learner: the stages (any objects with the methods of
+        sparseq.pipeline.protocols).
     operators: applied in order after the learner at every iteration.
     exploration: the epsilon schedule.
     warmup: environment steps before the first gradient step.
@@ -76,9 +74,9 @@ class Pipeline(eqx.Module):
         multiple of N (N = collector.num_envs).
     """
 
-    collector: EnvpoolCollector
-    replay: UniformReplay
-    learner: QLearner
+    collector: Collector
+    replay: Replay
+    learner: Learner
     operators: tuple[Operator, ...] = ()
     exploration: Exploration = Exploration()
     warmup: int = eqx.field(static=True, default=1_000)

@@ -27,7 +27,8 @@ import numpy as np
 
 from sparseq.runs.boundary import cross_boundary, pool_seed
 from sparseq.runs.checkpoint import Checkpointer, write_json
-from sparseq.pipeline.config.build import build_pipeline, make_collector
+from sparseq.pipeline.config.build import build_context, build_pipeline, make_collector, make_learner, make_operators
+from sparseq.pipeline.config.validate import validate
 from sparseq.pipeline.config.dump import to_dict, to_toml
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.runs.log import MetricsLog, WandbLog
@@ -35,6 +36,7 @@ from sparseq.runs.periodic_eval import make_evaluator
 from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.outputs.plots import metric_series, plot_returns, read_episodes
 from sparseq.runs.selections import append_selections, truncate_selections
+from sparseq.stages.learners.value_state import has_value_state, value_state_of
 
 RECENT_EPISODES = 20
 
@@ -71,6 +73,19 @@ def tree_bytes(tree: Any) -> int:
 
 def tree_count(tree: Any) -> int:
     return sum(x.size for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array)))
+
+
+def learner_sizes(learner_state: Any) -> dict[str, int]:
+    """Parameter count and bytes of the learner's value networks (its whole state when
+    it holds no ValueState)."""
+    if not has_value_state(learner_state):
+        return {"online_parameters": tree_count(learner_state), "parameter_bytes": tree_bytes(learner_state)}
+    values = value_state_of(learner_state)
+    return {
+        "online_parameters": tree_count(values.online),
+        "parameter_bytes": tree_bytes(values.online) + tree_bytes(values.target),
+        "optimizer_bytes": tree_bytes(values.opt_state),
+    }
 
 
 @eqx.filter_jit
@@ -411,9 +426,7 @@ class Trainer:
             "steps_per_second": None,
             "loop": self.kind,
             "sparsity": self.sparsity,
-            "online_parameters": tree_count(state.learner.online),
-            "parameter_bytes": tree_bytes(state.learner.online) + tree_bytes(state.learner.target),
-            "optimizer_bytes": tree_bytes(state.learner.opt_state),
+            **learner_sizes(state.learner),
             "checkpoints": str(self.checkpointer.directory),
         }
         if len(self.returns) >= RECENT_EPISODES:
@@ -433,7 +446,10 @@ def _finish(trainer: Trainer, state: TrainState, status: str, wall: float, log: 
     from sparseq.outputs.export import save_final_policy  # policy.eqx: what `sparseq export/evaluate` read
 
     pipeline = trainer.pipeline
-    save_final_policy(trainer.folder, state.learner, pipeline.collector.obs_shape, pipeline.learner.num_actions)
+    if has_value_state(state.learner) and hasattr(pipeline.learner, "num_actions"):
+        save_final_policy(
+            trainer.folder, value_state_of(state.learner), pipeline.collector.obs_shape, pipeline.learner.num_actions
+        )
     wandb_log.log_images({"plots/returns": plot})
     wandb_log.finish(summary)
     log.close()
@@ -462,8 +478,18 @@ def train(
     folder: Path | None = None,
     pipeline: Pipeline | None = None,
 ) -> RunResult:
-    """Trains `config` from scratch into a new run folder (or `folder`)."""
-    pipeline = pipeline or build_pipeline(config)
+    """Trains `config` from scratch into a new run folder (or `folder`).
+
+    `pipeline`, when given, must be built from `config` (another collector is fine):
+    the run folder's pipeline.toml is what a rerun or resume rebuilds, so stages of your
+    own go into `config.learner` / `config.operators` as `Stage("module:Class", ...)`.
+    Raises ConfigError for a bad config, before any folder is made.
+    """
+    config = validate(config, lambda key: "config")
+    if pipeline is None:
+        pipeline = build_pipeline(config, source_of=lambda key: "config")
+    else:
+        check_pipeline_matches(config, pipeline)
     folder = folder or new_run_folder(config, config.run.name or name)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pipeline.toml").write_text(to_toml(config))
@@ -473,6 +499,29 @@ def train(
     trainer.wandb_id = wandb_log.run_id
     state = pipeline.init(jax.random.key(config.run.seed))
     return _execute(trainer, state, log, wandb_log)
+
+
+def _simple_fields(stage: Any) -> dict[str, Any]:
+    simple = (int, float, str, bool, tuple, type(None))
+    return {f.name: getattr(stage, f.name) for f in dataclasses.fields(stage) if isinstance(getattr(stage, f.name), simple)}
+
+
+def check_pipeline_matches(config: PipelineConfig, pipeline: Pipeline) -> None:
+    """ValueError (one line) when `pipeline`'s learner or operators are not the ones
+    `config` names: pipeline.toml would describe another run than the one trained."""
+    context = build_context(config, pipeline.collector)
+    learner = make_learner(config, context)
+    expected = make_operators(config, dataclasses.replace(context, learner=learner))
+    names = lambda stages: [type(s).__name__ for s in stages]  # noqa: E731
+    hint = "name your stages in config.learner / config.operators (Stage('module:Class', options))"
+    if type(pipeline.learner) is not type(learner):
+        raise ValueError(f"pipeline.learner is {type(pipeline.learner).__name__}, config names {config.learner.kind!r}; {hint}")
+    if names(pipeline.operators) != names(expected):
+        raise ValueError(f"pipeline.operators are {names(pipeline.operators)}, config names {names(expected)}; {hint}")
+    for i, (given, built) in enumerate(zip((pipeline.learner, *pipeline.operators), (learner, *expected))):
+        if _simple_fields(given) != _simple_fields(built):
+            where = "learner" if i == 0 else f"operators[{i - 1}]"
+            raise ValueError(f"pipeline {where} options differ from config's: {_simple_fields(given)} vs {_simple_fields(built)}; {hint}")
 
 
 def resume(config: PipelineConfig, folder: Path, step: int, meta: dict[str, Any]) -> RunResult:

@@ -1,194 +1,145 @@
-"""PipelineConfig -> the stage objects a Python user would build by hand."""
+"""PipelineConfig -> the stage objects a Python user would build by hand.
+
+No per-method branching: the learner and each operator are built from their own
+options (`from_options`, next to each stage); what an operator needs from the learner
+is checked by the operator itself (its `init` on the learner's abstract state), and the
+few rules about value states that no single stage can see are checked generically.
+"""
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
-import optax
 
 from sparseq.pipeline.compose import Exploration, Pipeline
-from sparseq.pipeline.config.schema import EnvConfig, NetworkConfig, PipelineConfig
+from sparseq.pipeline.config.errors import ConfigError
+from sparseq.pipeline.config.schema import PipelineConfig
+from sparseq.pipeline.config.validate import with_typed_stages
+from sparseq.pipeline.registry import resolve
+from sparseq.pipeline.stage import build_stage, operator_key
 from sparseq.stages.collect.envpool_collector import EnvpoolCollector
-from sparseq.stages.collect.tasks import is_atari_task
-from sparseq.stages.learners.q_learner import QLearner
-from sparseq.stages.networks import ImpalaTorso, MLPTorso, NatureCNNTorso, QNetwork
-from sparseq.stages.operators.base import Operator
-from sparseq.stages.operators.poly_prune import PolyPrune
-from sparseq.stages.operators.prune_select import PruneSelect
-from sparseq.stages.operators.shared_target_shift import SharedTargetShift
-from sparseq.stages.operators.target_sync import TargetSync
-from sparseq.stages.replay.frame_dedup import FrameDedupReplay
-from sparseq.stages.replay.uniform import UniformReplay
+from sparseq.stages.collect.options import env_options
+from sparseq.stages.collect.options import make_collector as collector_from_env
+from sparseq.stages.context import BuildContext
+from sparseq.stages.learners.value_state import has_value_state, value_state_of
+from sparseq.stages.networks.options import make_network_factory
+from sparseq.stages.replay.options import make_replay as replay_from_options
+
+SourceOf = Callable[[str], str]
+__all__ = ["build_pipeline", "env_options", "make_collector", "make_network_factory", "make_replay", "num_heads"]
 
 
-def env_options(env: EnvConfig) -> tuple[tuple[str, Any], ...]:
-    options: dict[str, Any] = {}
-    if env.max_episode_steps > 0:
-        options["max_episode_steps"] = env.max_episode_steps
-    if is_atari_task(env.task_id):
-        options.update(dataclasses.asdict(env.atari))
-        # sparseq's own option (the collector and replay pad stacks), not envpool's.
-        options.pop("stack_padding")
-        # Learning-reward clipping is done by the collector so raw rewards stay visible.
-        options["reward_clip"] = False
-    return tuple(sorted(options.items()))
+def _defaults(key: str) -> str:
+    return "pipeline"
 
 
 def make_collector(config: PipelineConfig, seed: int | None = None) -> EnvpoolCollector:
-    env = config.env
-    return EnvpoolCollector(
-        env.task_id,
-        num_envs=env.num_envs,
-        seed=config.run.seed if seed is None else seed,
-        mode=env.mode,
-        env_options=env_options(env),
-        reward_clip=env.reward_clip,
-        zero_pad_stack=zero_pad_stack(env),
+    return collector_from_env(config.env, config.run.seed if seed is None else seed)
+
+
+def make_replay(config: PipelineConfig, obs_shape: tuple[int, ...]):
+    learner = config.learner.options
+    return replay_from_options(
+        config.replay, config.env, n_step=learner.n_step, gamma=learner.gamma, obs_shape=obs_shape
     )
 
 
-def zero_pad_stack(env: EnvConfig) -> int:
-    """S when the collector zeroes pre-episode stack slots (Atari, padding "zeros")."""
-    if is_atari_task(env.task_id) and env.atari.stack_padding == "zeros":
-        return env.atari.stack_num
-    return 0
-
-
-def make_replay(config: PipelineConfig, obs_shape: tuple[int, ...]) -> UniformReplay:
-    """UniformReplay, or FrameDedupReplay for stacked-frame (Atari) observations: each
-    frame stored once, about 4x less memory at identical samples."""
-    env, replay, learner = config.env, config.replay, config.learner
-    common = dict(
-        capacity=replay.capacity,
-        batch_size=replay.batch_size,
-        num_envs=env.num_envs,
-        n_step=learner.n_step,
-        gamma=learner.gamma,
+def build_context(config: PipelineConfig, collector: Any) -> BuildContext:
+    return BuildContext(
+        obs_shape=tuple(collector.obs_shape),
+        obs_dtype=collector.obs_dtype,
+        num_actions=getattr(collector, "num_actions", 0),
+        total_steps=config.run.total_steps,
+        sections={"network": config.network, "env": config.env, "replay": config.replay},
     )
-    stacked = is_atari_task(env.task_id) and len(obs_shape) == 3
-    if replay.dedup_frames == "off" or (replay.dedup_frames == "auto" and not stacked):
-        return UniformReplay(**common)
-    if not stacked:
-        raise ValueError(f"replay.dedup_frames = 'on' needs an Atari task's frame stacks, got shape {obs_shape}")
-    return FrameDedupReplay(**common, stack_num=env.atari.stack_num, padding=env.atari.stack_padding)
+
+
+def make_learner(config: PipelineConfig, context: BuildContext, source_of: SourceOf = _defaults) -> Any:
+    cls = resolve(config.learner.kind, "learner", tuple(config.python_path))
+    try:
+        return build_stage(cls, config.learner.options, context)
+    except ValueError as error:
+        raise ConfigError(source_of("learner.kind"), _line(error), "learner.kind", config.learner.kind) from None
+
+
+def make_operators(config: PipelineConfig, context: BuildContext, source_of: SourceOf = _defaults) -> tuple:
+    operators = []
+    kinds = [op.kind for op in config.operators]
+    for i, op in enumerate(config.operators):
+        cls = resolve(op.kind, "operator", tuple(config.python_path))
+        key = f"{operator_key(kinds, i)}.kind"
+        try:
+            operators.append(build_stage(cls, op.options, context))
+        except ValueError as error:
+            raise ConfigError(source_of(key), _line(error), key, op.kind) from None
+    return tuple(operators)
 
 
 def num_heads(config: PipelineConfig) -> int:
     """Heads of the output layer: K + 1 for iS-QL (K = network.iterations), else 1."""
-    return config.network.iterations + 1 if config.network.iterations >= 1 else 1
+    return config.network.num_heads
 
 
-def population(config: PipelineConfig) -> int:
-    """Online networks in the population: K for EauDeQN's pruning selection, else 1."""
-    select = config.operators.prune_select
-    return select.num_networks if select.enabled else 1
+def _line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def is_masked(config: PipelineConfig) -> bool:
-    """Whether the learner keeps sparsity masks (a pruning operator is on)."""
-    return config.operators.prune_select.enabled or config.operators.poly_prune.enabled
-
-
-def make_optimizer(config: PipelineConfig) -> optax.GradientTransformation:
-    return optax.adam(config.learner.learning_rate, eps=config.learner.adam_eps)
-
-
-def make_network_factory(network: NetworkConfig, obs_shape: tuple[int, ...], heads: int, num_actions: int):
-    if network.kind in ("nature_cnn", "impala"):
-        if len(obs_shape) != 3:
-            raise ValueError(f"network.kind = {network.kind!r} needs image observations, got shape {obs_shape}")
-        init = "xavier_uniform" if network.init == "auto" else network.init
-
-        def make(key):
-            torso_key, head_key = jax.random.split(key)
-            if network.kind == "impala":
-                torso = ImpalaTorso(
-                    obs_shape,
-                    channels=network.impala_channels,
-                    dense_units=network.dense_units,
-                    layer_norm=network.layer_norm,
-                    init=init,
-                    key=torso_key,
-                )
-            else:
-                torso = NatureCNNTorso(
-                    obs_shape, dense_units=network.dense_units, layer_norm=network.layer_norm, init=init, key=torso_key
-                )
-            return QNetwork(torso, heads, num_actions, init, key=head_key)
-
-        return make
-    init = "lecun_normal" if network.init == "auto" else network.init
-    in_features = 1
-    for size in obs_shape:
-        in_features *= size
-
-    def make(key):
-        torso_key, head_key = jax.random.split(key)
-        torso = MLPTorso(in_features, network.hidden, layer_norm=network.layer_norm, init=init, key=torso_key)
-        return QNetwork(torso, heads, num_actions, init, key=head_key)
-
-    return make
-
-
-def make_learner(config: PipelineConfig, obs_shape: tuple[int, ...], num_actions: int) -> QLearner:
-    learner = config.learner
-    return QLearner(
-        make_network=make_network_factory(config.network, obs_shape, num_heads(config), num_actions),
-        optimizer=make_optimizer(config),
-        num_actions=num_actions,
-        population=population(config),
-        masked=is_masked(config),
-        target=learner.target,
-        loss=learner.loss,
-        online_forward=learner.online_forward,
-    )
-
-
-def make_operators(config: PipelineConfig) -> tuple[Operator, ...]:
-    operators: list[Operator] = []
-    total = config.run.total_steps
-    poly = config.operators.poly_prune
-    if poly.enabled:
-        # Before the target sync, so a synced target is the freshly pruned network.
-        operators.append(
-            PolyPrune(
-                start_step=round(poly.start * total),
-                end_step=round(poly.end * total),
-                final_sparsity=poly.final_sparsity,
-                every=poly.every,
-                criterion=poly.criterion,
-            )
+def check_needs(config: PipelineConfig, learner: Any, operators: tuple, source_of: SourceOf = _defaults) -> None:
+    """Each operator's `init` on the learner's abstract state (no arrays are made):
+    an operator raises ValueError when the learner lacks what it needs. Then the
+    value-state rules no single operator sees: a target network needs an operator that
+    updates it; K + 1 heads need the window shift."""
+    state = jax.eval_shape(learner.init, jax.random.key(0))
+    kinds = [op.kind for op in config.operators]
+    for i, op in enumerate(operators):
+        key = f"{operator_key(kinds, i)}.kind"
+        try:
+            jax.eval_shape(op.init, state)
+        except ValueError as error:
+            raise ConfigError(source_of(key), _line(error), key, config.operators[i].kind) from None
+    if not has_value_state(state):
+        return
+    values = value_state_of(state)
+    roles = {role for op in operators for role in getattr(op, "owns", ())}
+    if values.target is not None and "target_update" not in roles:
+        reason = "a separate target network needs an operator that updates it (target_sync or prune_select)"
+        raise ConfigError(
+            source_of("learner.target"), reason, "learner.target", getattr(config.learner, "target", None)
         )
-    select = config.operators.prune_select
-    if config.operators.target_sync.enabled and select.enabled:
-        # EauDeQN's target update is the pruning selection, at the target-sync period.
-        operators.append(
-            PruneSelect(
-                period=config.operators.target_sync.period,
-                num_networks=select.num_networks,
-                optimizer=make_optimizer(config),
-                max_prune_fraction=select.max_prune_fraction,
-                criterion=select.criterion,
-                optimizer_state=select.optimizer_state,
-                horizon_step=round(select.horizon * total),
-            )
+    if getattr(values.online, "num_heads", 1) > 1 and "heads" not in roles:
+        reason = "iterated heads need a shared_target_shift operator (the window shift)"
+        raise ConfigError(source_of("network.iterations"), reason, "network.iterations", config.network.iterations)
+    explores = config.exploration.member_start > 0 or config.exploration.member_end > 0
+    if explores and not hasattr(learner, "with_random_acting_member"):
+        reason = "acting with a random member needs a population learner (with_random_acting_member)"
+        raise ConfigError(
+            source_of("exploration.member_start"), reason, "exploration.member_start", config.exploration.member_start
         )
-    elif config.operators.target_sync.enabled:
-        operators.append(TargetSync(config.operators.target_sync.period))
-    if config.operators.shared_target_shift.enabled:
-        operators.append(SharedTargetShift(config.operators.shared_target_shift.period))
-    return tuple(operators)
 
 
-def build_pipeline(config: PipelineConfig, *, collector: EnvpoolCollector | None = None) -> Pipeline:
+def build_pipeline(
+    config: PipelineConfig, *, collector: EnvpoolCollector | None = None, source_of: SourceOf = _defaults
+) -> Pipeline:
+    """The Pipeline of `config`; ConfigError (one line) when its stages do not fit."""
+    config = with_typed_stages(config, source_of)
     collector = collector or make_collector(config)
-    learner = config.learner
+    context = build_context(config, collector)
+    learner = make_learner(config, context, source_of)
+    operators = make_operators(config, dataclasses.replace(context, learner=learner), source_of)
+    check_needs(config, learner, operators, source_of)
+    options = config.learner.options
+    try:
+        replay = make_replay(config, collector.obs_shape)
+    except ValueError as error:
+        key = "replay.dedup_frames"
+        raise ConfigError(source_of(key), _line(error), key, config.replay.dedup_frames) from None
     return Pipeline(
         collector=collector,
-        replay=make_replay(config, collector.obs_shape),
-        learner=make_learner(config, collector.obs_shape, collector.num_actions),
-        operators=make_operators(config),
+        replay=replay,
+        learner=learner,
+        operators=operators,
         exploration=Exploration(**dataclasses.asdict(config.exploration)),
-        warmup=learner.warmup,
-        update_every=learner.update_every,
+        warmup=options.warmup,
+        update_every=options.update_every,
     )

@@ -8,17 +8,20 @@ the `extends` chain (base first), the file itself, command-line flags.
 import dataclasses
 import difflib
 import tomllib
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
+from sparseq.pipeline.config.coerce import build_dataclass, coerce, set_dotted
 from sparseq.pipeline.config.errors import ConfigError
-from sparseq.pipeline.config.paths import display, presets_dir, resolve_pipeline_path
+from sparseq.pipeline.config.paths import display, pipelines_dir, presets_dir, resolve_pipeline_path
 from sparseq.pipeline.config.schema import PipelineConfig
+from sparseq.pipeline.config.stage_entries import StageAssembler
 from sparseq.pipeline.config.validate import validate
 
 CLI = "command line"
+# What an environment preset may set: the env options and env-specific replay choices.
+PRESET_SECTIONS = ("env", "replay")
 Sources = dict[str, str]  # dotted key -> where its value came from
 
 
@@ -47,9 +50,14 @@ def _flatten(data: dict[str, Any], source: str, prefix: str = "") -> list[tuple[
     return items
 
 
-def _file_assignments(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, Any, str]]:
-    """Assignments of a file and its `extends` chain, base first, presets first."""
+def _file_assignments(
+    path: Path, seen: tuple[Path, ...] = (), folders: list[str] | None = None
+) -> list[tuple[str, Any, str]]:
+    """Assignments of a file and its `extends` chain, base first, presets first.
+    `folders` collects each file's folder (where its `module:Class` kinds may live)."""
     resolved = path.resolve()
+    if folders is not None and str(resolved.parent) not in folders:
+        folders.append(str(resolved.parent))
     if resolved in seen:
         raise ConfigError(display(path), "extends itself (cycle)", "extends", str(path))
     data = read_toml(path)
@@ -60,17 +68,26 @@ def _file_assignments(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str
         if not isinstance(base, str):
             raise ConfigError(source, "must be a file name", "extends", base)
         base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
-        if not base_path.exists() and not base.endswith(".toml"):
-            base_path = base_path.with_name(base_path.name + ".toml")
-        if not base_path.exists():
-            raise ConfigError(source, f"base file {display(base_path)} not found", "extends", base)
-        assignments.extend(_file_assignments(base_path, (*seen, resolved)))
+        base_path = _base_file(base_path, base)
+        if base_path is None:
+            reason = f"base file {base} not found next to this file or among the shipped pipelines"
+            raise ConfigError(source, reason, "extends", base)
+        assignments.extend(_file_assignments(base_path, (*seen, resolved), folders))
     env = data.get("env")
     if isinstance(env, dict) and "preset" in env:
         preset = env.pop("preset")
         assignments.extend(_preset_assignments(preset, source))
     assignments.extend(_flatten(data, source))
     return assignments
+
+
+def _base_file(near: Path, base: str) -> Path | None:
+    """`extends = base`: next to the extending file first, then a shipped pipeline of
+    that name (pipelines/), with or without .toml."""
+    candidates = [near, pipelines_dir() / base]
+    if not base.endswith(".toml"):
+        candidates += [near.with_name(near.name + ".toml"), pipelines_dir() / f"{base}.toml"]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def preset_path(name: str) -> Path:
@@ -90,10 +107,13 @@ def _preset_assignments(preset: Any, source: str) -> list[tuple[str, Any, str]]:
         hint = f"; did you mean {close[0]!r}?" if close else f"; presets: {', '.join(available_presets())}"
         raise ConfigError(source, f"no preset envs/{preset}.toml{hint}", "env.preset", preset)
     data = read_toml(path)
-    env = data.get("env", {})
-    if not isinstance(env, dict):
-        raise ConfigError(display(path), "must be a table", "env", env)
-    return _flatten({"env": env}, display(path))
+    tables = {}
+    for section in PRESET_SECTIONS:
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(display(path), "must be a table", section, table)
+        tables[section] = table
+    return _flatten(tables, display(path))
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -103,6 +123,8 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _all_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for name, hint in _field_types(cls).items():
+        if name in ("learner", "operators") and not prefix:
+            continue
         if dataclasses.is_dataclass(hint):
             keys.extend(_all_keys(hint, f"{prefix}{name}."))
         else:
@@ -123,65 +145,6 @@ def _lookup(cls: type, dotted: str, source: str, value: Any) -> Any:
     if dataclasses.is_dataclass(hint):
         raise ConfigError(source, "is a section, not a value", dotted, value)
     return hint
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin is tuple:
-        return f"a list of {typing.get_args(hint)[0].__name__}"
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
-
-
-def coerce(hint: Any, value: Any, *, from_text: bool) -> Any:
-    """Checks (TOML) or parses (command line) `value` as `hint`; raises ValueError."""
-    origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        allowed = typing.get_args(hint)
-        if value in allowed:
-            return value
-        raise ValueError(f"must be {_type_name(hint)}")
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        if from_text and isinstance(value, str):
-            value = value.replace(",", " ").split()
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"must be {_type_name(hint)}")
-        return tuple(coerce(item, v, from_text=from_text) for v in value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if from_text and str(value).lower() in ("true", "false"):
-            return str(value).lower() == "true"
-        raise ValueError("must be true or false")
-    if hint is int:
-        if from_text and isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                raise ValueError("must be an integer") from None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError("must be an integer")
-    if hint is float:
-        if from_text and isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise ValueError("must be a number") from None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError("must be a number")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError("must be a string")
-    raise ValueError(f"unsupported type {hint}")
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, Any, str]]:
@@ -227,25 +190,19 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        tree = tree.setdefault(part, {})
-    tree[parts[-1]] = value
-
-
-def _build(cls: type, tree: dict[str, Any]) -> Any:
-    kwargs = {}
-    for name, hint in _field_types(cls).items():
-        if name in tree:
-            kwargs[name] = _build(hint, tree[name]) if dataclasses.is_dataclass(hint) else tree[name]
-    return cls(**kwargs)
-
-
-def config_from_assignments(assignments: list[tuple[str, Any, str]]) -> tuple[PipelineConfig, Sources]:
+def config_from_assignments(
+    assignments: list[tuple[str, Any, str]], search_folders: tuple[str, ...] = ()
+) -> tuple[PipelineConfig, Sources]:
+    """Typed PipelineConfig from (dotted key, value, source) in precedence order; the
+    learner and operators go through their kinds' options classes."""
     tree: dict[str, Any] = {}
     sources: Sources = {}
+    defaults = PipelineConfig()
+    stages = StageAssembler(defaults.learner, defaults.operators)
     for dotted, value, source in assignments:
+        if stages.takes(dotted):
+            stages.add(dotted, value, source)
+            continue
         hint = _lookup(PipelineConfig, dotted, source, value)
         if source == CLI and value is True and hint is not bool:
             raise ConfigError(source, "needs a value", f"--{dotted.replace('_', '-')}")
@@ -253,9 +210,15 @@ def config_from_assignments(assignments: list[tuple[str, Any, str]]) -> tuple[Pi
             typed = coerce(hint, value, from_text=source == CLI)
         except ValueError as error:
             raise ConfigError(source, str(error), dotted, value) from None
-        _set(tree, dotted, typed)
+        set_dotted(tree, dotted, typed)
         sources[dotted] = source
-    return _build(PipelineConfig, tree), sources
+    python_path = tree.get("python_path", ())
+    learner, operators, stage_sources, python_path = stages.build(tuple(python_path), search_folders)
+    if python_path:
+        tree["python_path"] = python_path
+    sources.update(stage_sources)
+    config = dataclasses.replace(build_dataclass(PipelineConfig, tree), learner=learner, operators=operators)
+    return config, sources
 
 
 def load_pipeline(name: str | Path | None, overrides: list[str] = ()) -> tuple[PipelineConfig, Sources, Path | None]:
@@ -263,16 +226,25 @@ def load_pipeline(name: str | Path | None, overrides: list[str] = ()) -> tuple[P
     flag overrides, and validates. Returns (config, key sources, file path)."""
     assignments: list[tuple[str, Any, str]] = []
     path = None
+    folders: list[str] = []
     if name is not None:
         path = resolve_pipeline_path(str(name))
-        assignments.extend(_file_assignments(path))
+        assignments.extend(_file_assignments(path, folders=folders))
     flags = parse_overrides(list(overrides))
     # `--env.preset NAME` switches preset: its env values go over the file's, under the other flags.
     for dotted, value, source in flags:
         if dotted == "env.preset":
             assignments.extend(_preset_assignments(value, source))
     assignments.extend(a for a in flags if a[0] != "env.preset")
-    config, sources = config_from_assignments(assignments)
+    config, sources = config_from_assignments(assignments, tuple(folders))
     default_source = display(path) if path is not None else "defaults"
-    validate(config, lambda key: sources.get(key, default_source))
+
+    def source_of(key: str) -> str:
+        if key in sources:
+            return sources[key]
+        if key.startswith("operators.") and "operators" in sources:
+            return sources["operators"]  # a default option of an operator a file listed
+        return default_source
+
+    config = validate(config, source_of)
     return config, sources, path

@@ -1,14 +1,24 @@
 """Range and consistency checks of a PipelineConfig; the first failure is raised as a
-one-line ConfigError naming where the offending key was set."""
+one-line ConfigError naming where the offending key was set.
 
+Each stage's options carry their own range checks (`rules()`, next to the stage);
+this module adds the run-level ones, the checks between sections, and the operators'
+declared composition rules (one owner per role, `precedes` order). What an operator
+needs from the learner is checked when the pipeline is built (sparseq.pipeline.config.build).
+"""
+
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from sparseq.pipeline.config.errors import ConfigError
-from sparseq.pipeline.config.pruning_rules import pruning_rules
 from sparseq.pipeline.config.schema import PipelineConfig
+from sparseq.pipeline.config.stage_entries import typed_options
+from sparseq.pipeline.registry import StageKindError, resolve
+from sparseq.pipeline.stage import Stage, operator_key, options_class
 
 SourceOf = Callable[[str], str]
+Rule = tuple[str, bool, str]
 
 
 def _get(config: Any, dotted: str) -> Any:
@@ -17,36 +27,17 @@ def _get(config: Any, dotted: str) -> Any:
     return config
 
 
-def _rules(config: PipelineConfig) -> list[tuple[str, bool, str]]:
-    """(key, ok, reason) for every check, in reading order."""
-    c = config
-    rules = [
+def _prefixed(prefix: str, rules: list[Rule]) -> list[Rule]:
+    return [(f"{prefix}.{key}", ok, reason) for key, ok, reason in rules]
+
+
+def _run_rules(c: PipelineConfig) -> list[Rule]:
+    return [
         ("run.total_steps", c.run.total_steps > 0, "must be > 0"),
         ("run.log_every", c.run.log_every > 0, "must be > 0"),
         ("run.seed", c.run.seed >= 0, "must be >= 0"),
         ("run.checkpoint_every", c.run.checkpoint_every >= 0, "must be >= 0 (0 = only at the end)"),
         ("run.keep_checkpoints", c.run.keep_checkpoints >= 1, "must be >= 1"),
-        ("env.num_envs", c.env.num_envs >= 1, "must be >= 1"),
-        ("env.max_episode_steps", c.env.max_episode_steps >= 0, "must be >= 0 (0 = task default)"),
-        ("env.reward_clip", c.env.reward_clip >= 0, "must be >= 0 (0 = no clipping)"),
-        ("env.atari.repeat_action_probability", 0 <= c.env.atari.repeat_action_probability <= 1, "must be in [0, 1]"),
-        ("env.atari.frame_skip", c.env.atari.frame_skip >= 1, "must be >= 1"),
-        ("env.atari.stack_num", c.env.atari.stack_num >= 1, "must be >= 1"),
-        ("env.atari.noop_max", c.env.atari.noop_max >= 1, "must be >= 1 (1 = no no-op starts)"),
-        ("network.hidden", all(h > 0 for h in c.network.hidden), "sizes must be > 0"),
-        ("network.dense_units", c.network.dense_units > 0, "must be > 0"),
-        ("learner.gamma", 0 <= c.learner.gamma <= 1, "must be in [0, 1]"),
-        ("learner.n_step", c.learner.n_step >= 1, "must be >= 1"),
-        ("learner.learning_rate", c.learner.learning_rate > 0, "must be > 0"),
-        ("learner.adam_eps", c.learner.adam_eps > 0, "must be > 0"),
-        ("learner.update_every", c.learner.update_every >= 1, "must be >= 1"),
-        ("learner.warmup", c.learner.warmup >= 0, "must be >= 0"),
-        ("replay.batch_size", c.replay.batch_size > 0, "must be > 0"),
-        (
-            "replay.capacity",
-            c.replay.capacity >= c.replay.batch_size,
-            f"must be >= replay.batch_size ({c.replay.batch_size})",
-        ),
         ("exploration.start", 0 <= c.exploration.start <= 1, "must be in [0, 1]"),
         ("exploration.end", 0 <= c.exploration.end <= 1, "must be in [0, 1]"),
         ("exploration.decay_steps", c.exploration.decay_steps >= 0, "must be >= 0"),
@@ -58,78 +49,115 @@ def _rules(config: PipelineConfig) -> list[tuple[str, bool, str]]:
         ("eval.max_steps", c.eval.max_steps >= 1, "must be >= 1"),
         ("eval.epsilon", 0 <= c.eval.epsilon <= 1, "must be in [0, 1]"),
         ("eval.num_envs", c.eval.num_envs >= 1, "must be >= 1"),
-        ("operators.target_sync.period", c.operators.target_sync.period >= 1, "must be >= 1"),
     ]
-    n, u = c.env.num_envs, c.learner.update_every
-    rules.append(
-        ("learner.update_every", n % u == 0 or u % n == 0, f"must divide env.num_envs ({n}) or be a multiple of it")
-    )
-    rules.append(
+
+
+def _cross_rules(c: PipelineConfig) -> list[Rule]:
+    n, u, n_step = c.env.num_envs, c.learner.options.update_every, c.learner.options.n_step
+    return [
+        ("learner.update_every", n % u == 0 or u % n == 0, f"must divide env.num_envs ({n}) or be a multiple of it"),
         (
             "replay.capacity",
-            c.replay.capacity >= n * (c.learner.n_step + 2),
-            f"must hold at least {c.learner.n_step + 2} steps of each of the {n} environments",
-        )
-    )
-    rules.append(
-        (
-            "operators.target_sync.enabled",
-            not (c.operators.target_sync.enabled and c.learner.target == "online"),
-            "a target sync needs learner.target = 'network'",
-        )
-    )
-    rules.append(
-        (
-            "learner.target",
-            not (c.learner.target == "network" and not c.operators.target_sync.enabled),
-            "a separate target network needs operators.target_sync.enabled = true",
-        )
-    )
-    rules.extend(_isql_rules(c))
-    rules.extend(pruning_rules(c))
+            c.replay.capacity >= n * (n_step + 2),
+            f"must hold at least {n_step + 2} steps of each of the {n} environments",
+        ),
+    ]
+
+
+def _rules(c: PipelineConfig) -> list[Rule]:
+    """(key, ok, reason) for every check, in reading order."""
+    rules = _run_rules(c)
+    rules += _prefixed("env", c.env.rules()) + _prefixed("network", c.network.rules())
+    rules += _prefixed("learner", c.learner.options.rules()) + _prefixed("replay", c.replay.rules())
+    kinds = [op.kind for op in c.operators]
+    for i, op in enumerate(c.operators):
+        rules += _prefixed(operator_key(kinds, i), op.options.rules())
+    rules += _cross_rules(c)
     for check in EXTRA_RULES:
         rules.extend(check(c))
     return rules
 
 
-def _isql_rules(c: PipelineConfig) -> list[tuple[str, bool, str]]:
-    """iS-QL: K iterated heads and the shared-target window shift go together."""
-    shift = c.operators.shared_target_shift
-    return [
-        ("network.iterations", c.network.iterations >= 0, "must be >= 0 (0 = one head)"),
-        (
-            "network.impala_channels",
-            len(c.network.impala_channels) > 0 and all(ch > 0 for ch in c.network.impala_channels),
-            "must be a non-empty list of sizes > 0",
-        ),
-        ("operators.shared_target_shift.period", shift.period >= 1, "must be >= 1"),
-        (
-            "operators.shared_target_shift.enabled",
-            not (shift.enabled and c.network.iterations < 1),
-            "the window shift needs network.iterations >= 1 (K + 1 heads)",
-        ),
-        (
-            "operators.shared_target_shift.enabled",
-            not (shift.enabled and c.learner.target != "online"),
-            "the shared target (head 0) needs learner.target = 'online'",
-        ),
-        (
-            "network.iterations",
-            not (c.network.iterations >= 1 and not shift.enabled),
-            "iterated heads need operators.shared_target_shift.enabled = true",
-        ),
-    ]
-
-
 # Other modules register their own checks here (for their own config sections).
-EXTRA_RULES: list[Callable[[PipelineConfig], list[tuple[str, bool, str]]]] = []
+EXTRA_RULES: list[Callable[[PipelineConfig], list[Rule]]] = []
 
 
-def validate(config: PipelineConfig, source_of: SourceOf) -> None:
+def typed_stage(stage: Stage, role: str, key: str, python_path: tuple[str, ...], source_of: SourceOf) -> Stage:
+    """`stage` with its options as its kind's dataclass (a Python config may give a
+    dict, or None for the defaults)."""
+    try:
+        cls = resolve(stage.kind, role, python_path)
+        options_cls = options_class(cls, role)
+    except (StageKindError, TypeError) as error:
+        raise ConfigError(source_of(f"{key}.kind"), str(error), f"{key}.kind", stage.kind) from None
+    options = stage.options
+    if options is None or isinstance(options, dict):
+        options = typed_options(options_cls, options or {}, key, source_of(key), stage.kind)
+    elif not isinstance(options, options_cls):
+        raise ConfigError(
+            source_of(key), f"options must be {options_cls.__name__} (or a dict)", f"{key}.options", options
+        )
+    return Stage(stage.kind, options)
+
+
+def with_typed_stages(config: PipelineConfig, source_of: SourceOf) -> PipelineConfig:
+    path = tuple(config.python_path)
+    learner = typed_stage(config.learner, "learner", "learner", path, source_of)
+    kinds = [op.kind for op in config.operators]
+    operators = tuple(
+        typed_stage(op, "operator", operator_key(kinds, i), path, source_of) for i, op in enumerate(config.operators)
+    )
+    return dataclasses.replace(config, learner=learner, operators=operators)
+
+
+def _composition(config: PipelineConfig, source_of: SourceOf) -> None:
+    """The operators' declared rules: one owner per role, owners of the roles an
+    operator `precedes` come after it."""
+    owners: dict[str, int] = {}
+    classes = [resolve(op.kind, "operator", tuple(config.python_path)) for op in config.operators]
+    kinds = [op.kind for op in config.operators]
+    for i, (op, cls) in enumerate(zip(config.operators, classes)):
+        key = f"{operator_key(kinds, i)}.kind"
+        for role in getattr(cls, "owns", ()):
+            if role in owners:
+                j = owners[role]
+                reason = (
+                    f"a second operator for the {role.replace('_', ' ')}: operator {j} "
+                    f"({config.operators[j].kind}) already does it"
+                )
+                raise ConfigError(source_of(key), reason, key, op.kind)
+            owners[role] = i
+        for role in getattr(cls, "precedes", ()):
+            if role in owners:
+                j = owners[role]
+                reason = (
+                    f"must come before operator {j} ({config.operators[j].kind}), which does the "
+                    f"{role.replace('_', ' ')}"
+                )
+                raise ConfigError(source_of(key), reason, key, op.kind)
+
+
+def validate(config: PipelineConfig, source_of: SourceOf) -> PipelineConfig:
+    """Checks `config`; returns it with typed stage options. Raises ConfigError."""
+    config = with_typed_stages(config, source_of)
     for key, ok, reason in _rules(config):
         if not ok:
-            raise ConfigError(source_of(key), reason, key, _get(config, key), has_value=True)
+            raise ConfigError(source_of(key), reason, key, _value(config, key), has_value=True)
+    _composition(config, source_of)
     _check_task(config, source_of)
+    return config
+
+
+def _value(config: PipelineConfig, key: str) -> Any:
+    head, _, rest = key.partition(".")
+    if head == "operators":
+        kinds = [op.kind for op in config.operators]
+        label, _, rest = rest.partition(".")
+        index = next(i for i in range(len(kinds)) if operator_key(kinds, i) == f"operators.{label}")
+        return _get(config.operators[index].options, rest)
+    if head == "learner":
+        return _get(config.learner.options, rest)
+    return _get(config, key)
 
 
 def _check_task(config: PipelineConfig, source_of: SourceOf) -> None:

@@ -12,6 +12,7 @@ One class covers the discrete-action methods:
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import equinox as eqx
@@ -20,23 +21,49 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
+from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.losses import huber, iterated_td_losses, l2, online_and_source_heads, td_targets
+from sparseq.stages.learners.options import LearnerOptions
 from sparseq.stages.learners.population import select_member, stack_members
+from sparseq.stages.learners.value_state import ValueState
+from sparseq.stages.networks.options import NetworkConfig, make_network_factory
 from sparseq.stages.networks.q_network import QNetwork
+from sparseq.stages.options import Rule
 from sparseq.stages.sparsity import apply_masks, init_masks, mask_optimizer_state
 from sparseq.types import Batch
 
 TargetKind = Literal["network", "online"]
 
 
-class LearnerState(eqx.Module):
-    online: QNetwork  # stacked: every array leaf has a leading population axis P
-    target: QNetwork | None  # separate target network (None when bootstrapping from online)
-    opt_state: Any  # stacked optax state
-    masks: Any  # stacked pytree like `online` (1 = kept, 0 = pruned) or None when dense
-    loss_sums: Array  # (P,) float32: summed losses since the last target update
-    acting_member: Array  # () int32: the member that acts
-    updates: Array  # () int32: gradient steps taken
+# The Q-learner's state is one value sub-state (the operators act on it directly).
+LearnerState = ValueState
+
+
+@dataclass(frozen=True)
+class QLearnerOptions(LearnerOptions):
+    target: TargetKind = "network"
+    """network: a separate target network (DQN; an operator must update it, e.g.
+    target_sync); online: current parameters under stop-gradient (TF-DQN, iS-QL)."""
+    learning_rate: float = 3e-4
+    adam_eps: float = 1e-8
+    loss: Literal["l2", "huber"] = "l2"
+    online_forward: Literal["concat", "separate"] = "concat"
+    """With target = "online" (TF-DQN, iS-QL): "concat" passes concat(s, s') through
+    the network once (the iS-QL reference code); "separate" passes s' on its own under
+    stop-gradient: same values and gradients for per-example layers, and the backward
+    pass skips the s' half (about 2x cheaper for convolutional torsos on CPU)."""
+    population: int = 1
+    """P online networks learning from the same batches (EauDeQN's K)."""
+    masked: bool = False
+    """Keep sparsity masks (dense at first) for a pruning operator to shrink."""
+
+    def rules(self) -> list[Rule]:
+        return [
+            *super().rules(),
+            ("learning_rate", self.learning_rate > 0, "must be > 0"),
+            ("adam_eps", self.adam_eps > 0, "must be > 0"),
+            ("population", self.population >= 1, "must be >= 1"),
+        ]
 
 
 class QLearner(eqx.Module):
@@ -65,6 +92,23 @@ class QLearner(eqx.Module):
     target: TargetKind = eqx.field(static=True, default="network")
     loss: Literal["l2", "huber"] = eqx.field(static=True, default="l2")
     online_forward: Literal["concat", "separate"] = eqx.field(static=True, default="concat")
+
+    Options = QLearnerOptions
+
+    @classmethod
+    def from_options(cls, options: QLearnerOptions, context: BuildContext) -> "QLearner":
+        """The Q-network of the [network] section, K + 1 heads when it iterates."""
+        network: NetworkConfig = context.sections["network"]
+        return cls(
+            make_network=make_network_factory(network, context.obs_shape, network.num_heads, context.num_actions),
+            optimizer=optax.adam(options.learning_rate, eps=options.adam_eps),
+            num_actions=context.num_actions,
+            population=options.population,
+            masked=options.masked,
+            target=options.target,
+            loss=options.loss,
+            online_forward=options.online_forward,
+        )
 
     def init(self, key: Array) -> LearnerState:
         keys = jax.random.split(key, self.population)

@@ -6,15 +6,31 @@ An operator is an Equinox module with
         -> operator_state, learner_state, metrics
 where steps are environment-step counters before and after the current iteration.
 Operators gate themselves (usually on a period with `lax.cond`), so the pipeline calls
-every operator at every iteration with no Python-side branching.
+every operator at every iteration with no Python-side branching. `init` raises
+ValueError (one line) when the learner lacks what the operator needs; pipeline files
+report it against the operator's entry.
+
+Composition rules are declared, not coded in the builder:
+- `owns`: roles only one operator of a pipeline may play ("target_update": what the
+  target network becomes; "masks": who sets the sparsity masks; "heads": the iS-QL
+  window shift). A second owner of a role is an error.
+- `precedes`: roles whose owner must come later in the list (PolyPrune prunes before
+  the target update, so a synced target is the freshly pruned network).
+
+Value-network operators (`ValueOperator`) act on one `ValueState` of the learner state,
+named by their `on` option ("" = the learner's own), so they serve every learner.
+
+Pipeline files build operators with `from_options(options, context)` from the
+dataclass `Options` declared next to the operator; an operator without one gets an
+options dataclass made from its static fields (see sparseq.pipeline.stage).
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 from jax import Array
 
-from sparseq.stages.learners.q_learner import LearnerState
+from sparseq.stages.learners.value_state import ValueState, value_state_of, with_value_state
 
 
 def period_crossed(period: int, steps_before: Array, steps_after: Array) -> Array:
@@ -23,10 +39,45 @@ def period_crossed(period: int, steps_before: Array, steps_after: Array) -> Arra
 
 
 class Operator(eqx.Module):
-    def init(self, learner_state: LearnerState) -> Any:
+    owns: ClassVar[tuple[str, ...]] = ()
+    precedes: ClassVar[tuple[str, ...]] = ()
+
+    def init(self, learner_state: Any) -> Any:
         return ()
 
     def __call__(
-        self, state: Any, learner_state: LearnerState, steps_before: Array, steps_after: Array
-    ) -> tuple[Any, LearnerState, dict[str, Array]]:
+        self, state: Any, learner_state: Any, steps_before: Array, steps_after: Array
+    ) -> tuple[Any, Any, dict[str, Array]]:
+        raise NotImplementedError
+
+
+class ValueOperator(Operator):
+    """An operator over one value sub-state: subclasses write `init_value` and `apply`
+    on the ValueState; `on` says which one ("" = the learner's own)."""
+
+    on: str = eqx.field(static=True, default="", kw_only=True)
+
+    def init(self, learner_state: Any) -> Any:
+        values = value_state_of(learner_state, self.on)
+        self.check(values)
+        return self.init_value(values)
+
+    def check(self, values: ValueState) -> None:
+        """Raises ValueError (one line) when `values` lacks what the operator needs;
+        run at init and at trace time, so a hand-built pipeline is checked too."""
+
+    def init_value(self, values: ValueState) -> Any:
+        return ()
+
+    def __call__(
+        self, state: Any, learner_state: Any, steps_before: Array, steps_after: Array
+    ) -> tuple[Any, Any, dict[str, Array]]:
+        values = value_state_of(learner_state, self.on)
+        self.check(values)
+        state, values, metrics = self.apply(state, values, steps_before, steps_after)
+        return state, with_value_state(learner_state, values, self.on), metrics
+
+    def apply(
+        self, state: Any, values: ValueState, steps_before: Array, steps_after: Array
+    ) -> tuple[Any, ValueState, dict[str, Array]]:
         raise NotImplementedError

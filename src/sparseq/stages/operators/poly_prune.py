@@ -11,16 +11,19 @@ masks after every optimizer step. Every member of the population is pruned to th
 same sparsity.
 """
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import Array
 
+from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.population import select_member
-from sparseq.stages.learners.q_learner import LearnerState
-from sparseq.stages.operators.base import Operator
+from sparseq.stages.learners.value_state import ValueState
+from sparseq.stages.operators.base import ValueOperator
+from sparseq.stages.options import Rule, StageOptions
 from sparseq.stages.sparsity import Criterion, apply_masks, mask_optimizer_state, prune_to_sparsity, sparsity_stats
 
 
@@ -36,7 +39,32 @@ class PolyPruneState(eqx.Module):
     sparsity: dict[str, Array]  # "overall" and per-layer sparsity of online network 0
 
 
-class PolyPrune(Operator):
+@dataclass(frozen=True)
+class PolyPruneOptions(StageOptions):
+    """s(t) = s_final (1 - (1 - p)^3) with p going from 0 at `start` to 1 at `end`
+    (fractions of run.total_steps)."""
+
+    start: float = 0.2
+    end: float = 0.8
+    final_sparsity: float = 0.95
+    """s_final in [0, 1)."""
+    every: int = 1_000
+    """Gradient steps between mask recomputations."""
+    criterion: Literal["layer", "global"] = "layer"
+    on: str = ""
+    """The learner's value sub-state to act on ("" = its own)."""
+
+    def rules(self) -> list[Rule]:
+        return [
+            ("start", 0 <= self.start <= 1, "must be in [0, 1] (a fraction of training)"),
+            ("end", 0 <= self.end <= 1, "must be in [0, 1] (a fraction of training)"),
+            ("start", self.start < self.end, f"must be < end ({self.end})"),
+            ("final_sparsity", 0 <= self.final_sparsity < 1, "must be in [0, 1)"),
+            ("every", self.every >= 1, "must be >= 1 (gradient steps)"),
+        ]
+
+
+class PolyPrune(ValueOperator):
     """Attributes:
     start_step, end_step: environment steps where the schedule starts and ends.
     final_sparsity: s_final in [0, 1).
@@ -46,6 +74,10 @@ class PolyPrune(Operator):
     Metrics: "sparsity/overall", "sparsity/<layer>" (online network 0), and
     "pruned" () bool (masks recomputed this iteration).
     """
+
+    owns = ("masks",)
+    precedes = ("target_update",)  # a synced target is the freshly pruned network
+    Options = PolyPruneOptions
 
     start_step: int = eqx.field(static=True)
     end_step: int = eqx.field(static=True)
@@ -61,14 +93,26 @@ class PolyPrune(Operator):
         if self.every < 1:
             raise ValueError(f"PolyPrune needs every >= 1, got {self.every}")
 
+    @classmethod
+    def from_options(cls, options: PolyPruneOptions, context: BuildContext) -> "PolyPrune":
+        total = context.total_steps
+        return cls(
+            start_step=round(options.start * total),
+            end_step=round(options.end * total),
+            final_sparsity=options.final_sparsity,
+            every=options.every,
+            criterion=options.criterion,
+            on=options.on,
+        )
+
     def schedule(self, step: Array | int) -> Array:
         return cubic_sparsity(
             step, start_step=self.start_step, end_step=self.end_step, final_sparsity=self.final_sparsity
         )
 
-    def init(self, learner_state: LearnerState) -> PolyPruneState:
+    def init_value(self, learner_state: ValueState) -> PolyPruneState:
         if learner_state.masks is None:
-            raise ValueError("PolyPrune needs a masked learner (QLearner(masked=True))")
+            raise ValueError("pruning needs a masked learner (learner.masked = true)")
         return PolyPruneState(
             applied=jnp.zeros((), jnp.float32),
             # A copy: the runner donates the whole state, and one buffer must not appear twice.
@@ -76,7 +120,7 @@ class PolyPrune(Operator):
             sparsity=sparsity_stats(select_member(learner_state.masks, 0)),
         )
 
-    def prune(self, ls: LearnerState, sparsity: Array) -> LearnerState:
+    def prune(self, ls: ValueState, sparsity: Array) -> ValueState:
         """Every member's masks recomputed to `sparsity`; weights and moments masked."""
         masks = eqx.filter_vmap(lambda net, m: prune_to_sparsity(net, m, sparsity, self.criterion))(ls.online, ls.masks)
         return eqx.tree_at(
@@ -85,14 +129,14 @@ class PolyPrune(Operator):
             (apply_masks(ls.online, masks), mask_optimizer_state(ls.opt_state, masks), masks),
         )
 
-    def __call__(
-        self, state: PolyPruneState, learner_state: LearnerState, steps_before: Array, steps_after: Array
-    ) -> tuple[PolyPruneState, LearnerState, dict[str, Array]]:
+    def apply(
+        self, state: PolyPruneState, learner_state: ValueState, steps_before: Array, steps_after: Array
+    ) -> tuple[PolyPruneState, ValueState, dict[str, Array]]:
         scheduled = self.schedule(steps_after)
         crossed = (learner_state.updates // self.every) > (state.seen_updates // self.every)
         due = crossed & (scheduled > state.applied)
 
-        def update(operands: tuple[PolyPruneState, LearnerState]) -> tuple[Any, LearnerState]:
+        def update(operands: tuple[PolyPruneState, ValueState]) -> tuple[Any, ValueState]:
             st, ls = operands
             ls = self.prune(ls, scheduled)
             st = PolyPruneState(

@@ -19,6 +19,7 @@ Acting uses network 0, i.e. the network currently selected as target, as it goes
 learning (the learner's `acting_member` is set to 0 at every selection).
 """
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import equinox as eqx
@@ -27,9 +28,11 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
+from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.population import population_size, select_member
-from sparseq.stages.learners.q_learner import LearnerState
-from sparseq.stages.operators.base import Operator, period_crossed
+from sparseq.stages.learners.value_state import ValueState
+from sparseq.stages.operators.base import ValueOperator, period_crossed
+from sparseq.stages.options import Rule, StageOptions
 from sparseq.stages.sparsity import (
     Criterion,
     apply_masks,
@@ -57,7 +60,39 @@ def prune_fractions(num_networks: int, max_fraction: float) -> Array:
     return jnp.arange(num_networks, dtype=jnp.float32) * (max_fraction / (num_networks - 1))
 
 
-class PruneSelect(Operator):
+@dataclass(frozen=True)
+class PruneSelectOptions(StageOptions):
+    """EauDeQN: at every target update (every `period` steps) the network of the
+    learner's population with the smallest summed loss becomes the target and the
+    population is rebuilt from it at increasing sparsity. It IS the target update:
+    a pipeline lists it instead of target_sync."""
+
+    period: int = 200
+    """T, environment steps between target updates (selections)."""
+    num_networks: int = 0
+    """K >= 2, the learner's population (learner.population); 0 = whatever it holds."""
+    max_prune_fraction: float = 0.2
+    """rho in (0, 1): network k = 0..K-1 prunes k * rho / (K - 1) of the winner's
+    remaining weights at every target update."""
+    criterion: Literal["layer", "global"] = "layer"
+    """Magnitude pruning per layer (each layer loses the same fraction) or global."""
+    optimizer_state: Literal["copy", "reset"] = "copy"
+    """copy: every network gets the winner's optimizer state, masked; reset: fresh."""
+    horizon: float = 0.8
+    """Fraction of run.total_steps after which sparsity is frozen."""
+    on: str = ""
+    """The learner's value sub-state to act on ("" = its own)."""
+
+    def rules(self) -> list[Rule]:
+        return [
+            ("period", self.period >= 1, "must be >= 1"),
+            ("num_networks", self.num_networks == 0 or self.num_networks >= 2, "must be >= 2 (K networks), or 0"),
+            ("max_prune_fraction", 0 < self.max_prune_fraction < 1, "must be in (0, 1)"),
+            ("horizon", 0 <= self.horizon <= 1, "must be in [0, 1] (a fraction of training)"),
+        ]
+
+
+class PruneSelect(ValueOperator):
     """Attributes:
     period: T, environment steps between target updates (replaces TargetSync).
     num_networks: K >= 2, must equal the learner's population.
@@ -74,6 +109,9 @@ class PruneSelect(Operator):
     "sparsity/overall" and "sparsity/<layer>" of the target (fractions pruned).
     """
 
+    owns = ("target_update", "masks")
+    Options = PruneSelectOptions
+
     period: int = eqx.field(static=True)
     num_networks: int = eqx.field(static=True)
     optimizer: optax.GradientTransformation = eqx.field(static=True)
@@ -84,22 +122,49 @@ class PruneSelect(Operator):
 
     def __check_init__(self):
         if self.num_networks < 2:
-            raise ValueError(f"PruneSelect needs num_networks >= 2, got {self.num_networks}")
+            raise ValueError(
+                f"PruneSelect needs num_networks >= 2 (K networks: learner.population), got {self.num_networks}"
+            )
         if not 0 < self.max_prune_fraction < 1:
             raise ValueError(f"PruneSelect needs 0 < max_prune_fraction < 1, got {self.max_prune_fraction}")
 
-    def init(self, learner_state: LearnerState) -> PruneSelectState:
+    @classmethod
+    def from_options(cls, options: PruneSelectOptions, context: BuildContext) -> "PruneSelect":
+        learner = context.learner
+        population = getattr(learner, "population", 0)
+        if options.num_networks and population and options.num_networks != population:
+            raise ValueError(
+                f"the learner holds a population of {population} (learner.population); the selection names "
+                f"num_networks = {options.num_networks}"
+            )
+        if options.optimizer_state == "reset" and not hasattr(learner, "optimizer"):
+            raise ValueError("optimizer_state = 'reset' needs a learner with an `optimizer`")
+        return cls(
+            period=options.period,
+            num_networks=options.num_networks or population,
+            optimizer=getattr(learner, "optimizer", None),
+            max_prune_fraction=options.max_prune_fraction,
+            criterion=options.criterion,
+            optimizer_state=options.optimizer_state,
+            horizon_step=round(options.horizon * context.total_steps),
+            on=options.on,
+        )
+
+    def init_value(self, learner_state: ValueState) -> PruneSelectState:
         if learner_state.masks is None:
-            raise ValueError("PruneSelect needs a masked learner (QLearner(masked=True))")
+            raise ValueError("the pruning selection needs a masked learner (learner.masked = true)")
         if learner_state.target is None:
             # Over self-bootstrapping networks (iS-QL, TF-DQN) each loss is measured
             # against the network's own heads, so the losses are not comparable: a
             # heavily pruned network fits its own shrunken targets best and wins (tried:
             # CartPole collapsed to 98.8% sparsity). Sparse iS-QL needs a shared target.
-            raise ValueError("PruneSelect needs a learner with target='network' (one shared target)")
+            raise ValueError("the pruning selection needs a learner with target = 'network' (one shared target)")
         size = population_size(learner_state.online)
         if size != self.num_networks:
-            raise ValueError(f"PruneSelect has num_networks={self.num_networks} but the learner holds {size}")
+            raise ValueError(
+                f"the selection has num_networks = {self.num_networks} but the learner holds {size} "
+                "(learner.population)"
+            )
         member_masks = select_member(learner_state.masks, 0)
         return PruneSelectState(
             selected=jnp.zeros((), jnp.int32),
@@ -109,7 +174,7 @@ class PruneSelect(Operator):
             selections=jnp.zeros((), jnp.int32),
         )
 
-    def select(self, state: PruneSelectState, ls: LearnerState, steps_after: Array) -> tuple[Any, LearnerState]:
+    def select(self, state: PruneSelectState, ls: ValueState, steps_after: Array) -> tuple[Any, ValueState]:
         """The target update itself (unconditional; `__call__` gates it)."""
         losses = ls.loss_sums
         winner_index = nan_argmin(losses)
@@ -138,9 +203,9 @@ class PruneSelect(Operator):
         )
         return state, ls
 
-    def __call__(
-        self, state: PruneSelectState, learner_state: LearnerState, steps_before: Array, steps_after: Array
-    ) -> tuple[PruneSelectState, LearnerState, dict[str, Array]]:
+    def apply(
+        self, state: PruneSelectState, learner_state: ValueState, steps_before: Array, steps_after: Array
+    ) -> tuple[PruneSelectState, ValueState, dict[str, Array]]:
         # Before the first gradient step every loss sum is 0 and every network is the
         # same; a selection then would only prune untrained weights.
         due = period_crossed(self.period, steps_before, steps_after) & (learner_state.updates > 0)

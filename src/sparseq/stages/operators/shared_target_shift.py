@@ -10,6 +10,7 @@ Adam's moments stay with their positions. Head 0's slice never receives a gradie
 so its moments stay exactly zero and it never moves between shifts.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 import equinox as eqx
@@ -17,9 +18,11 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from sparseq.stages.learners.q_learner import LearnerState
+from sparseq.stages.context import BuildContext
+from sparseq.stages.learners.value_state import ValueState
 from sparseq.stages.networks.q_network import QNetwork
-from sparseq.stages.operators.base import Operator, period_crossed
+from sparseq.stages.operators.base import ValueOperator, period_crossed
+from sparseq.stages.options import Rule, StageOptions
 
 
 def shift_rows(values: Array, num_actions: int) -> Array:
@@ -57,7 +60,18 @@ def shift_head_masks(masks: Any, num_actions: int) -> Any:
     return masks
 
 
-class SharedTargetShift(Operator):
+@dataclass(frozen=True)
+class SharedTargetShiftOptions(StageOptions):
+    period: int = 200
+    """T, environment steps between window shifts (head_i <- head_{i+1}, i < K)."""
+    on: str = ""
+    """The learner's value sub-state to act on ("" = its own)."""
+
+    def rules(self) -> list[Rule]:
+        return [("period", self.period >= 1, "must be >= 1")]
+
+
+class SharedTargetShift(ValueOperator):
     """Attributes:
     period: T, environment steps between shifts.
 
@@ -67,24 +81,35 @@ class SharedTargetShift(Operator):
     Metrics: "heads_shifted" () bool.
     """
 
+    owns = ("heads",)
+    Options = SharedTargetShiftOptions
+
     period: int = eqx.field(static=True)
 
-    def __call__(
-        self, state: Any, learner_state: LearnerState, steps_before: Array, steps_after: Array
-    ) -> tuple[Any, LearnerState, dict[str, Array]]:
-        if learner_state.online.num_heads < 2:
-            raise ValueError("SharedTargetShift needs a network with K + 1 >= 2 heads")
-        due = period_crossed(self.period, steps_before, steps_after) & (learner_state.updates > 0)
-        num_actions = learner_state.online.head.num_actions
+    @classmethod
+    def from_options(cls, options: SharedTargetShiftOptions, context: BuildContext) -> "SharedTargetShift":
+        return cls(period=options.period, on=options.on)
 
-        def shift(ls: LearnerState) -> LearnerState:
+    def check(self, values: ValueState) -> None:
+        if getattr(values.online, "num_heads", 1) < 2:
+            raise ValueError("the window shift needs a network with K + 1 >= 2 heads (network.iterations >= 1)")
+        if values.target is not None:
+            raise ValueError("the shared target is head 0: the shift needs a learner with target='online'")
+
+    def apply(
+        self, state: Any, values: ValueState, steps_before: Array, steps_after: Array
+    ) -> tuple[Any, ValueState, dict[str, Array]]:
+        due = period_crossed(self.period, steps_before, steps_after) & (values.updates > 0)
+        num_actions = values.online.head.num_actions
+
+        def shift(vs: ValueState) -> ValueState:
             return eqx.tree_at(
                 lambda s: (s.online, s.masks),
-                ls,
-                (shift_network_heads(ls.online), shift_head_masks(ls.masks, num_actions)),
+                vs,
+                (shift_network_heads(vs.online), shift_head_masks(vs.masks, num_actions)),
                 is_leaf=lambda node: node is None,
             )
 
         # Cheap slice copies of the last layer only: no convolution inside this cond.
-        learner_state = jax.lax.cond(due, shift, lambda ls: ls, learner_state)
-        return state, learner_state, {"heads_shifted": due}
+        values = jax.lax.cond(due, shift, lambda vs: vs, values)
+        return state, values, {"heads_shifted": due}
