@@ -22,7 +22,7 @@ from typing import Any
 import equinox as eqx
 import jax
 
-from sparseq.pipeline.config.build import make_learner
+from sparseq.pipeline.config.build import learner_for_shapes
 from sparseq.pipeline.config.loader import load_pipeline
 from sparseq.pipeline.config.schema import PipelineConfig
 
@@ -59,7 +59,7 @@ def nbytes(tree: Any) -> int:
 
 def learner_shapes(config: PipelineConfig, obs_shape: tuple[int, ...], num_actions: int) -> Any:
     """The LearnerState of `config` as ShapeDtypeStructs (no memory allocated)."""
-    learner = make_learner(config, obs_shape, num_actions)
+    learner = learner_for_shapes(config, obs_shape, num_actions)
     return eqx.filter_eval_shape(learner.init, jax.random.key(0))
 
 
@@ -73,7 +73,7 @@ FULL_ACTIONS = 18  # the full Atari action set: the largest output layer
 def atari_variants() -> list[tuple[str, PipelineConfig]]:
     """DQN, TF-DQN and iS-DQN K in {1, 3, 9}, all on the Nature CNN + LayerNorm."""
     layer_norm = ["--network.layer-norm"]
-    tfdqn = ["--learner.target", "online", "--no-operators.target-sync.enabled"]
+    tfdqn = ["--learner.target", "online"]  # the learner alone is measured: no operator to drop
     variants = [
         ("DQN", load_pipeline("dqn-atari", layer_norm)[0]),
         ("TF-DQN", load_pipeline("dqn-atari", layer_norm + tfdqn)[0]),

@@ -404,10 +404,10 @@ def learner_update_seconds(
 ) -> float:
     """Seconds per `learner.update` as its own donated jitted call on a fixed random
     batch (no replay, no environment: only the learner the config builds)."""
-    from sparseq.pipeline.config.build import make_learner
+    from sparseq.pipeline.config.build import learner_for_shapes
     from sparseq.types import Batch
 
-    learner = make_learner(config, obs_shape, num_actions)
+    learner = learner_for_shapes(config, obs_shape, num_actions)
     keys = jax.random.split(jax.random.key(0), 4)
     size = config.replay.batch_size
     frames = jax.random.randint(keys[0], (2, size, *obs_shape), 0, 256).astype(jnp.uint8)
@@ -514,7 +514,11 @@ def atari_full(ctx: Context) -> None:
 # EauDeQN / PolyPruneQN (issue 4): the masked population's update and full-loop cost
 
 SPARSE_VARIANTS = (
-    ("EauDeDQN K=5", "eaudedqn-lunarlander", ["--operators.prune-select.num-networks", "5"]),
+    (
+        "EauDeDQN K=5",
+        "eaudedqn-lunarlander",
+        ["--learner.population", "5", "--operators.prune-select.num-networks", "5"],
+    ),
     ("PolyPruneDQN", "polyprunedqn-lunarlander", []),
 )
 

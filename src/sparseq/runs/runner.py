@@ -501,9 +501,15 @@ def train(
     return _execute(trainer, state, log, wandb_log)
 
 
+def _is_plain(value: Any) -> bool:
+    if type(value) is tuple:
+        return all(_is_plain(v) for v in value)
+    return isinstance(value, int | float | str | bool | type(None))
+
+
 def _simple_fields(stage: Any) -> dict[str, Any]:
-    simple = (int, float, str, bool, tuple, type(None))
-    return {f.name: getattr(stage, f.name) for f in dataclasses.fields(stage) if isinstance(getattr(stage, f.name), simple)}
+    """A stage's configuration values (numbers, names, tuples of them)."""
+    return {f.name: getattr(stage, f.name) for f in dataclasses.fields(stage) if _is_plain(getattr(stage, f.name))}
 
 
 def check_pipeline_matches(config: PipelineConfig, pipeline: Pipeline) -> None:

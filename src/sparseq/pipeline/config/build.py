@@ -46,10 +46,16 @@ def make_replay(config: PipelineConfig, obs_shape: tuple[int, ...]):
 
 
 def build_context(config: PipelineConfig, collector: Any) -> BuildContext:
+    return shapes_context(config, tuple(collector.obs_shape), collector.obs_dtype, getattr(collector, "num_actions", 0))
+
+
+def shapes_context(
+    config: PipelineConfig, obs_shape: tuple[int, ...], obs_dtype: Any, num_actions: int
+) -> BuildContext:
     return BuildContext(
-        obs_shape=tuple(collector.obs_shape),
-        obs_dtype=collector.obs_dtype,
-        num_actions=getattr(collector, "num_actions", 0),
+        obs_shape=obs_shape,
+        obs_dtype=obs_dtype,
+        num_actions=num_actions,
         total_steps=config.run.total_steps,
         sections={"network": config.network, "env": config.env, "replay": config.replay},
     )
@@ -61,6 +67,12 @@ def make_learner(config: PipelineConfig, context: BuildContext, source_of: Sourc
         return build_stage(cls, config.learner.options, context)
     except ValueError as error:
         raise ConfigError(source_of("learner.kind"), _line(error), "learner.kind", config.learner.kind) from None
+
+
+def learner_for_shapes(config: PipelineConfig, obs_shape: tuple[int, ...], num_actions: int) -> Any:
+    """The learner of `config` for observations of `obs_shape` (no environment made)."""
+    context = shapes_context(config, tuple(obs_shape), None, num_actions)
+    return make_learner(with_typed_stages(config, _defaults), context)
 
 
 def make_operators(config: PipelineConfig, context: BuildContext, source_of: SourceOf = _defaults) -> tuple:
