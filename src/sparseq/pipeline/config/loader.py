@@ -12,11 +12,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from sparseq.pipeline.config.coerce import build_dataclass, coerce, set_dotted
+from sparseq.pipeline.config.coerce import build_dataclass, set_dotted
 from sparseq.pipeline.config.errors import ConfigError
 from sparseq.pipeline.config.paths import display, pipelines_dir, presets_dir, resolve_pipeline_path
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.stage_entries import StageAssembler
+from sparseq.pipeline.config.typed_value import typed_value
 from sparseq.pipeline.config.validate import validate
 
 CLI = "command line"
@@ -204,12 +205,7 @@ def config_from_assignments(
             stages.add(dotted, value, source)
             continue
         hint = _lookup(PipelineConfig, dotted, source, value)
-        if source == CLI and value is True and hint is not bool:
-            raise ConfigError(source, "needs a value", f"--{dotted.replace('_', '-')}")
-        try:
-            typed = coerce(hint, value, from_text=source == CLI)
-        except ValueError as error:
-            raise ConfigError(source, str(error), dotted, value) from None
+        typed = typed_value(hint, dotted, value, source)
         set_dotted(tree, dotted, typed)
         sources[dotted] = source
     python_path = tree.get("python_path", ())

@@ -13,8 +13,9 @@ import difflib
 import typing
 from typing import Any
 
-from sparseq.pipeline.config.coerce import build_dataclass, coerce, set_dotted
+from sparseq.pipeline.config.coerce import build_dataclass, set_dotted
 from sparseq.pipeline.config.errors import ConfigError
+from sparseq.pipeline.config.typed_value import typed_value
 from sparseq.pipeline.registry import StageKindError, module_folder, resolve
 from sparseq.pipeline.stage import Stage, operator_key, options_class
 
@@ -177,12 +178,7 @@ def _options(
     for key, (value, source) in values.items():
         dotted = f"{prefix}.{key}"
         hint = _option_hint(options_cls, key, dotted, source, value, kind)
-        if source == CLI and value is True and hint is not bool:
-            raise ConfigError(source, "needs a value", f"--{dotted.replace('_', '-')}")
-        try:
-            typed = coerce(hint, value, from_text=source == CLI)
-        except ValueError as error:
-            raise ConfigError(source, str(error), dotted, value) from None
+        typed = typed_value(hint, dotted, value, source)
         set_dotted(tree, key, typed)
         sources[dotted] = source
     try:
