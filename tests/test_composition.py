@@ -61,14 +61,14 @@ def test_a_new_variant_from_a_file_trains_and_prunes(tmp_path, body, final):
     [
         (
             '[[operators]]\nkind = "target_synk"\n',
-            "operators.0.kind = 'target_synk': unknown operator kind; did you mean 'target_sync'?",
+            "operators.target_synk.kind = 'target_synk': unknown operator kind; did you mean 'target_sync'?",
         ),
         (
             '[[operators]]\nkind = "no_such_module:Op"\n',
             "operators.0.kind = 'no_such_module:Op': module 'no_such_module' not found",
         ),
         ('[[operators]]\nkind = "json:Nope"\n', "operators.0.kind = 'json:Nope': module 'json' has no 'Nope'"),
-        ("[[operators]]\nperiod = 5\n", "operators.0: needs a kind key"),
+        ("[[operators]]\nperiod = 5\n", "operators.0 = {'period': 5}: needs a kind key"),
         ('[learner]\nkind = "deep"\n', "learner.kind = 'deep': unknown learner kind"),
         (
             '[[operators]]\nkind = "target_sync"\nperiodd = 5\n',
@@ -94,7 +94,7 @@ def test_a_new_variant_from_a_file_trains_and_prunes(tmp_path, body, final):
             "operators.prune_select.kind = 'prune_select': the learner holds a population of 3",
         ),
         (
-            '[learner]\ntarget = "online"\n[[operators]]\nkind = "prune_select"\n',
+            '[learner]\npopulation = 3\n[[operators]]\nkind = "prune_select"\n',
             "operators.prune_select.kind = 'prune_select': the pruning selection needs a masked learner",
         ),
         ("operators = []\n", "learner.target = 'network': a separate target network needs an operator that updates it"),

@@ -10,7 +10,6 @@ the resolved pipeline.toml keeps it, so a rerun or resume finds the module too).
 import difflib
 import importlib
 import importlib.metadata
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -61,11 +60,10 @@ def _import_module(module: str, python_path: tuple[str, ...]):
 
 
 def module_folder(kind: str, python_path: tuple[str, ...]) -> str | None:
-    """The folder of `python_path` that holds the module of `module:Class` kind, when
-    the module is not importable from sys.path alone."""
+    """The folder of `python_path` that holds the module of a `module:Class` kind.
+    Recorded even when the current folder happens to make it importable: a rerun or a
+    resume from another folder must find it too."""
     module = kind.split(":", 1)[0].split(".")[0]
-    if importlib.util.find_spec(module) is not None:
-        return None
     for folder in python_path:
         if (Path(folder) / f"{module}.py").exists() or (Path(folder) / module).is_dir():
             return folder

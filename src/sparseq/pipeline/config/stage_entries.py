@@ -134,7 +134,8 @@ class StageAssembler:
         sources: dict[str, str] = {}
         needed = list(python_path)
         learner = self._typed(self.learner, "learner", "learner", sources, needed, search_folders)
-        sources["operators"] = self.operators_source
+        if self.operators_source != "defaults":
+            sources["operators"] = self.operators_source
         kinds = [entry.kind for entry in self.operators]
         operators = tuple(
             self._typed(entry, "operator", operator_key(kinds, i), sources, needed, search_folders)
@@ -152,7 +153,8 @@ class StageAssembler:
         search_folders: tuple[str, ...],
     ) -> Stage:
         kind = entry.kind
-        sources[f"{prefix}.kind"] = entry.kind_source
+        if entry.kind_source != "defaults":
+            sources[f"{prefix}.kind"] = entry.kind_source
         if isinstance(kind, str) and ":" in kind:
             folder = module_folder(kind, (*needed, *search_folders))
             if folder is not None and folder not in needed:
@@ -180,7 +182,8 @@ def _options(
         hint = _option_hint(options_cls, key, dotted, source, value, kind)
         typed = typed_value(hint, dotted, value, source)
         set_dotted(tree, key, typed)
-        sources[dotted] = source
+        if source != "defaults":  # an unset key's source is the file that names the stage
+            sources[dotted] = source
     try:
         return build_dataclass(options_cls, tree)
     except TypeError as error:  # a required option is missing
