@@ -108,3 +108,11 @@ def test_bad_compositions_are_one_line_errors(tmp_path, body, expected):
     assert len(lines) == 1 and lines[0].startswith("sparseq: error: bad.toml: "), result.stderr[-2000:]
     assert expected in lines[0]
     assert not (tmp_path / "runs").exists()  # nothing written for a pipeline that cannot run
+
+
+def test_no_shipped_pipeline_toggles_operators():
+    from conftest import REPO
+
+    for path in (REPO / "pipelines").glob("*.toml"):
+        text = path.read_text()
+        assert "enabled" not in text and "[operators." not in text, path.name

@@ -45,3 +45,32 @@ def test_readme_operator_runs_with_the_full_run_folder_and_resumes_exactly(tmp_p
     again = sparseq_cli(tmp_path, "train", "--resume", str(resumed), "--run.total-steps", "2000")
     assert again.returncode == 0, again.stderr[-2000:]
     assert metrics(resumed) == records
+
+
+def test_python_stages_take_dicts_and_a_foreign_pipeline_is_refused(make_config):
+    import dataclasses
+
+    import pytest
+
+    from sparseq.pipeline.config.build import build_pipeline
+    from sparseq.pipeline.config.errors import ConfigError
+    from sparseq.pipeline.config.schema import Stage
+    from sparseq.runs.runner import train
+    from sparseq.stages.operators import TargetSync
+
+    config = make_config(operators=[Stage("target_sync", period=50)])
+    pipeline = build_pipeline(config)
+    assert [type(op) for op in pipeline.operators] == [TargetSync] and pipeline.operators[0].period == 50
+    runs = config.run.out_dir
+    other = dataclasses.replace(pipeline, operators=(TargetSync(period=7),))
+    with pytest.raises(ValueError, match="options differ"):
+        train(config, pipeline=other)
+    with pytest.raises(ValueError, match=r"pipeline\.operators are"):
+        train(config, pipeline=dataclasses.replace(pipeline, operators=()))
+    with pytest.raises(ConfigError, match=r"operators\.target_sync\.period = 'x': must be an integer"):
+        train(make_config(operators=[Stage("target_sync", {"period": "x"})]))
+    with pytest.raises(ConfigError, match=r"replay\.batch_size = 0: must be > 0"):
+        train(make_config(replay={"batch_size": 0}))
+    from pathlib import Path
+
+    assert not Path(runs).exists()  # nothing written for a run that cannot start

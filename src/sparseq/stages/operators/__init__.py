@@ -1,10 +1,23 @@
-"""Operators: periodic transformations of the learner state (target sync, head
-shift, pruning), composable like an optax chain."""
+"""Operators: periodic transformations of a learner's value sub-state (target sync,
+head shift, pruning), composable like an optax chain. Each declares the roles it plays
+(`owns`) and what must run after it (`precedes`); its options dataclass sits next to it."""
 
-from sparseq.stages.operators.base import Operator, period_crossed
-from sparseq.stages.operators.poly_prune import PolyPrune
-from sparseq.stages.operators.prune_select import PruneSelect
-from sparseq.stages.operators.shared_target_shift import SharedTargetShift
-from sparseq.stages.operators.target_sync import TargetSync
+from sparseq.stages.operators.base import Operator, ValueOperator, period_crossed
+from sparseq.stages.operators.poly_prune import PolyPrune, PolyPruneOptions
+from sparseq.stages.operators.prune_select import PruneSelect, PruneSelectOptions
+from sparseq.stages.operators.shared_target_shift import SharedTargetShift, SharedTargetShiftOptions
+from sparseq.stages.operators.target_sync import TargetSync, TargetSyncOptions
 
-__all__ = ["Operator", "PolyPrune", "PruneSelect", "SharedTargetShift", "TargetSync", "period_crossed"]
+__all__ = [
+    "Operator",
+    "PolyPrune",
+    "PolyPruneOptions",
+    "PruneSelect",
+    "PruneSelectOptions",
+    "SharedTargetShift",
+    "SharedTargetShiftOptions",
+    "TargetSync",
+    "TargetSyncOptions",
+    "ValueOperator",
+    "period_crossed",
+]
