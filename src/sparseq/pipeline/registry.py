@@ -37,15 +37,6 @@ def known_kinds(role: str) -> dict[str, str]:
     return kinds
 
 
-def kind_of(cls: type, role: str) -> str:
-    """The name a pipeline file uses for stage class `cls`."""
-    target = f"{cls.__module__}:{cls.__qualname__}"
-    for name, path in known_kinds(role).items():
-        if path == target:
-            return name
-    return target
-
-
 def _import_module(module: str, python_path: tuple[str, ...]):
     for folder in python_path:
         if folder not in sys.path:

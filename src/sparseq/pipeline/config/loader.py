@@ -17,10 +17,9 @@ from sparseq.pipeline.config.errors import ConfigError
 from sparseq.pipeline.config.paths import display, pipelines_dir, presets_dir, resolve_pipeline_path
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.stage_entries import StageAssembler
-from sparseq.pipeline.config.typed_value import typed_value
+from sparseq.pipeline.config.typed_value import CLI, typed_value
 from sparseq.pipeline.config.validate import validate
 
-CLI = "command line"
 # What an environment preset may set: the env options and env-specific replay choices.
 PRESET_SECTIONS = ("env", "replay")
 Sources = dict[str, str]  # dotted key -> where its value came from

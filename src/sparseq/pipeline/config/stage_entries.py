@@ -15,11 +15,10 @@ from typing import Any
 
 from sparseq.pipeline.config.coerce import build_dataclass, set_dotted
 from sparseq.pipeline.config.errors import ConfigError
-from sparseq.pipeline.config.typed_value import typed_value
+from sparseq.pipeline.config.typed_value import CLI, typed_value
 from sparseq.pipeline.registry import StageKindError, module_folder, resolve
 from sparseq.pipeline.stage import Stage, operator_key, options_class
 
-CLI = "command line"
 Assignment = tuple[str, Any, str]  # dotted key, value, source
 
 

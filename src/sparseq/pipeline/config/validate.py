@@ -116,25 +116,22 @@ def _composition(config: PipelineConfig, source_of: SourceOf) -> None:
     owners: dict[str, int] = {}
     classes = [resolve(op.kind, "operator", tuple(config.python_path)) for op in config.operators]
     kinds = [op.kind for op in config.operators]
-    for i, (op, cls) in enumerate(zip(config.operators, classes)):
+
+    def refuse(i: int, j: int, role: str, reason: str) -> None:
         key = f"{operator_key(kinds, i)}.kind"
+        reason = reason.format(j=j, other=kinds[j], role=role.replace("_", " "))
+        raise ConfigError(source_of(key), reason, key, kinds[i])
+
+    for i, cls in enumerate(classes):
         for role in getattr(cls, "owns", ()):
             if role in owners:
-                j = owners[role]
-                reason = (
-                    f"a second operator for the {role.replace('_', ' ')}: operator {j} "
-                    f"({config.operators[j].kind}) already does it"
+                refuse(
+                    i, owners[role], role, "a second operator for the {role}: operator {j} ({other}) already does it"
                 )
-                raise ConfigError(source_of(key), reason, key, op.kind)
             owners[role] = i
         for role in getattr(cls, "precedes", ()):
             if role in owners:
-                j = owners[role]
-                reason = (
-                    f"must come before operator {j} ({config.operators[j].kind}), which does the "
-                    f"{role.replace('_', ' ')}"
-                )
-                raise ConfigError(source_of(key), reason, key, op.kind)
+                refuse(i, owners[role], role, "must come before operator {j} ({other}), which does the {role}")
 
 
 def validate(config: PipelineConfig, source_of: SourceOf) -> PipelineConfig:
