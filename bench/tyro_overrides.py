@@ -14,11 +14,11 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import tyro  # noqa: E402
+import tyro
 
-from sparseq.pipeline.config.errors import ConfigError  # noqa: E402
-from sparseq.pipeline.config.help_view import help_view  # noqa: E402
-from sparseq.pipeline.config.loader import load_pipeline  # noqa: E402
+from sparseq.pipeline.config.errors import ConfigError
+from sparseq.pipeline.config.help_view import help_view
+from sparseq.pipeline.config.loader import load_pipeline
 
 CASES = [
     ("unknown key", ["--learner.lerning-rate", "3"], "lerning", "3"),
@@ -58,8 +58,8 @@ def main() -> None:
             text, code = run(args)
             lines = len([line for line in text.splitlines() if line.strip()])
             print(
-                f"{name:<18} {parser:<8} {lines:>5} {str(key in text.replace('-', '_')):>9} "
-                f"{str(bool(value) and value in text):>11} {code:>4}"
+                f"{name:<18} {parser:<8} {lines:>5} {key in text.replace('-', '_')!s:>9} "
+                f"{bool(value) and value in text!s:>11} {code:>4}"
             )
 
 

@@ -83,7 +83,7 @@ def train_command(args: list[str]) -> int:
         return _resume(resume_run, args)
     pipeline, overrides, wants_help = _split_train_args(args)
     try:
-        config, _sources, path = load_pipeline(pipeline, overrides)
+        config, sources, path = load_pipeline(pipeline, overrides)
     except ConfigError as error:
         return fail(str(error))
     if wants_help:
@@ -94,7 +94,7 @@ def train_command(args: list[str]) -> int:
 
     where = display(path) if path is not None else "defaults"
     try:
-        built = build_pipeline(config, source_of=lambda key: _sources.get(key, where))
+        built = build_pipeline(config, source_of=lambda key: sources.get(key, where))
     except ConfigError as error:
         return fail(str(error))
     except (ValueError, RuntimeError) as error:

@@ -25,16 +25,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparseq.runs.boundary import cross_boundary, pool_seed
-from sparseq.runs.checkpoint import Checkpointer, write_json
-from sparseq.pipeline.config.build import build_context, build_pipeline, make_collector, make_learner, make_operators
-from sparseq.pipeline.config.validate import validate
+from sparseq.outputs.plots import metric_series, plot_returns, read_episodes
+from sparseq.pipeline.compose import Pipeline, TrainState
+from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches, make_collector
 from sparseq.pipeline.config.dump import to_dict, to_toml
 from sparseq.pipeline.config.schema import PipelineConfig
+from sparseq.pipeline.config.validate import validate
+from sparseq.runs.boundary import cross_boundary, pool_seed
+from sparseq.runs.checkpoint import Checkpointer, write_json
 from sparseq.runs.log import MetricsLog, WandbLog
 from sparseq.runs.periodic_eval import make_evaluator
-from sparseq.pipeline.compose import Pipeline, TrainState
-from sparseq.outputs.plots import metric_series, plot_returns, read_episodes
 from sparseq.runs.selections import append_selections, truncate_selections
 from sparseq.stages.learners.value_state import has_value_state, value_state_of
 
@@ -499,35 +499,6 @@ def train(
     trainer.wandb_id = wandb_log.run_id
     state = pipeline.init(jax.random.key(config.run.seed))
     return _execute(trainer, state, log, wandb_log)
-
-
-def _is_plain(value: Any) -> bool:
-    if type(value) is tuple:
-        return all(_is_plain(v) for v in value)
-    return isinstance(value, int | float | str | bool | type(None))
-
-
-def _simple_fields(stage: Any) -> dict[str, Any]:
-    """A stage's configuration values (numbers, names, tuples of them)."""
-    return {f.name: getattr(stage, f.name) for f in dataclasses.fields(stage) if _is_plain(getattr(stage, f.name))}
-
-
-def check_pipeline_matches(config: PipelineConfig, pipeline: Pipeline) -> None:
-    """ValueError (one line) when `pipeline`'s learner or operators are not the ones
-    `config` names: pipeline.toml would describe another run than the one trained."""
-    context = build_context(config, pipeline.collector)
-    learner = make_learner(config, context)
-    expected = make_operators(config, dataclasses.replace(context, learner=learner))
-    names = lambda stages: [type(s).__name__ for s in stages]  # noqa: E731
-    hint = "name your stages in config.learner / config.operators (Stage('module:Class', options))"
-    if type(pipeline.learner) is not type(learner):
-        raise ValueError(f"pipeline.learner is {type(pipeline.learner).__name__}, config names {config.learner.kind!r}; {hint}")
-    if names(pipeline.operators) != names(expected):
-        raise ValueError(f"pipeline.operators are {names(pipeline.operators)}, config names {names(expected)}; {hint}")
-    for i, (given, built) in enumerate(zip((pipeline.learner, *pipeline.operators), (learner, *expected))):
-        if _simple_fields(given) != _simple_fields(built):
-            where = "learner" if i == 0 else f"operators[{i - 1}]"
-            raise ValueError(f"pipeline {where} options differ from config's: {_simple_fields(given)} vs {_simple_fields(built)}; {hint}")
 
 
 def resume(config: PipelineConfig, folder: Path, step: int, meta: dict[str, Any]) -> RunResult:

@@ -30,7 +30,8 @@ SourceOf = Callable[[str], str]
 __all__ = ["build_pipeline", "env_options", "make_collector", "make_network_factory", "make_replay", "num_heads"]
 
 
-def _defaults(key: str) -> str:
+def _unnamed_source(key: str) -> str:
+    """Where a key of a Python-built config came from (no file to name)."""
     return "pipeline"
 
 
@@ -61,7 +62,7 @@ def shapes_context(
     )
 
 
-def make_learner(config: PipelineConfig, context: BuildContext, source_of: SourceOf = _defaults) -> Any:
+def make_learner(config: PipelineConfig, context: BuildContext, source_of: SourceOf = _unnamed_source) -> Any:
     cls = resolve(config.learner.kind, "learner", tuple(config.python_path))
     try:
         return build_stage(cls, config.learner.options, context)
@@ -72,10 +73,10 @@ def make_learner(config: PipelineConfig, context: BuildContext, source_of: Sourc
 def learner_for_shapes(config: PipelineConfig, obs_shape: tuple[int, ...], num_actions: int) -> Any:
     """The learner of `config` for observations of `obs_shape` (no environment made)."""
     context = shapes_context(config, tuple(obs_shape), None, num_actions)
-    return make_learner(with_typed_stages(config, _defaults), context)
+    return make_learner(with_typed_stages(config, _unnamed_source), context)
 
 
-def make_operators(config: PipelineConfig, context: BuildContext, source_of: SourceOf = _defaults) -> tuple:
+def make_operators(config: PipelineConfig, context: BuildContext, source_of: SourceOf = _unnamed_source) -> tuple:
     operators = []
     kinds = [op.kind for op in config.operators]
     for i, op in enumerate(config.operators):
@@ -97,7 +98,7 @@ def _line(error: Exception) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def check_needs(config: PipelineConfig, learner: Any, operators: tuple, source_of: SourceOf = _defaults) -> None:
+def check_needs(config: PipelineConfig, learner: Any, operators: tuple, source_of: SourceOf = _unnamed_source) -> None:
     """Each operator's `init` on the learner's abstract state (no arrays are made):
     an operator raises ValueError when the learner lacks what it needs. Then the
     value-state rules no single operator sees: a target network needs an operator that
@@ -130,8 +131,41 @@ def check_needs(config: PipelineConfig, learner: Any, operators: tuple, source_o
         )
 
 
+def _is_plain(value: Any) -> bool:
+    if type(value) is tuple:
+        return all(_is_plain(v) for v in value)
+    return isinstance(value, int | float | str | bool | type(None))
+
+
+def _simple_fields(stage: Any) -> dict[str, Any]:
+    """A stage's configuration values (numbers, names, tuples of them)."""
+    return {f.name: getattr(stage, f.name) for f in dataclasses.fields(stage) if _is_plain(getattr(stage, f.name))}
+
+
+def check_pipeline_matches(config: PipelineConfig, pipeline: Pipeline) -> None:
+    """ValueError (one line) when `pipeline`'s learner or operators are not the ones
+    `config` names: pipeline.toml would describe another run than the one trained."""
+    context = build_context(config, pipeline.collector)
+    learner = make_learner(config, context)
+    expected = make_operators(config, dataclasses.replace(context, learner=learner))
+    names = lambda stages: [type(s).__name__ for s in stages]  # noqa: E731
+    hint = "name your stages in config.learner / config.operators (Stage('module:Class', options))"
+    if type(pipeline.learner) is not type(learner):
+        raise ValueError(
+            f"pipeline.learner is {type(pipeline.learner).__name__}, config names {config.learner.kind!r}; {hint}"
+        )
+    if names(pipeline.operators) != names(expected):
+        raise ValueError(f"pipeline.operators are {names(pipeline.operators)}, config names {names(expected)}; {hint}")
+    for i, (given, built) in enumerate(zip((pipeline.learner, *pipeline.operators), (learner, *expected))):
+        if _simple_fields(given) != _simple_fields(built):
+            kinds = [op.kind for op in config.operators]
+            where = "learner" if i == 0 else operator_key(kinds, i - 1)
+            differ = f"{_simple_fields(given)} vs {_simple_fields(built)}"
+            raise ValueError(f"pipeline {where} options differ from config's: {differ}; {hint}")
+
+
 def build_pipeline(
-    config: PipelineConfig, *, collector: EnvpoolCollector | None = None, source_of: SourceOf = _defaults
+    config: PipelineConfig, *, collector: EnvpoolCollector | None = None, source_of: SourceOf = _unnamed_source
 ) -> Pipeline:
     """The Pipeline of `config`; ConfigError (one line) when its stages do not fit."""
     config = with_typed_stages(config, source_of)

@@ -85,3 +85,15 @@ def build_dataclass(cls: type, tree: dict[str, Any]) -> Any:
             value = tree[f.name]
             kwargs[f.name] = build_dataclass(hint, value) if dataclasses.is_dataclass(hint) else value
     return cls(**kwargs)
+
+
+def flatten(data: dict[str, Any], source: str, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """Nested tables -> (dotted key, value, source) assignments, in file order."""
+    items = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            items.extend(flatten(value, source, f"{path}."))
+        else:
+            items.append((path, value, source))
+    return items

@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from sparseq.pipeline.config.coerce import build_dataclass, set_dotted
+from sparseq.pipeline.config.coerce import build_dataclass, flatten, set_dotted
 from sparseq.pipeline.config.errors import ConfigError
 from sparseq.pipeline.config.paths import display, pipelines_dir, presets_dir, resolve_pipeline_path
 from sparseq.pipeline.config.schema import PipelineConfig
@@ -37,17 +37,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(display(path), f"TOML syntax error: {error}") from None
     except UnicodeDecodeError:
         raise ConfigError(display(path), "not a UTF-8 text file") from None
-
-
-def _flatten(data: dict[str, Any], source: str, prefix: str = "") -> list[tuple[str, Any, str]]:
-    items = []
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            items.extend(_flatten(value, source, f"{path}."))
-        else:
-            items.append((path, value, source))
-    return items
 
 
 def _file_assignments(
@@ -77,7 +66,7 @@ def _file_assignments(
     if isinstance(env, dict) and "preset" in env:
         preset = env.pop("preset")
         assignments.extend(_preset_assignments(preset, source))
-    assignments.extend(_flatten(data, source))
+    assignments.extend(flatten(data, source))
     return assignments
 
 
@@ -113,7 +102,7 @@ def _preset_assignments(preset: Any, source: str) -> list[tuple[str, Any, str]]:
         if not isinstance(table, dict):
             raise ConfigError(display(path), "must be a table", section, table)
         tables[section] = table
-    return _flatten(tables, display(path))
+    return flatten(tables, display(path))
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import difflib
 import typing
 from typing import Any
 
-from sparseq.pipeline.config.coerce import build_dataclass, set_dotted
+from sparseq.pipeline.config.coerce import build_dataclass, flatten, set_dotted
 from sparseq.pipeline.config.errors import ConfigError
 from sparseq.pipeline.config.typed_value import CLI, typed_value
 from sparseq.pipeline.registry import StageKindError, module_folder, resolve
@@ -37,20 +37,13 @@ def _entry_from_table(table: Any, index: int, source: str) -> Entry:
         raise ConfigError(source, "must be a table with a kind key ([[operators]])", f"operators.{index}", table)
     if "kind" not in table:
         raise ConfigError(source, "needs a kind key (a stage name or module:Class)", f"operators.{index}", table)
-    options = {}
-    for key, value in table.items():
-        if key != "kind":
-            options.update(_flat_options(key, value, source))
+    options = _option_values({k: v for k, v in table.items() if k != "kind"}, source)
     return Entry(table["kind"], source, options)
 
 
-def _flat_options(key: str, value: Any, source: str) -> dict[str, tuple[Any, str]]:
-    if isinstance(value, dict):
-        out = {}
-        for sub, item in value.items():
-            out.update(_flat_options(f"{key}.{sub}", item, source))
-        return out
-    return {key: (value, source)}
+def _option_values(table: dict[str, Any], source: str) -> dict[str, tuple[Any, str]]:
+    """Option key (dotted for nested tables) -> (value, source)."""
+    return {key: (value, src) for key, value, src in flatten(table, source)}
 
 
 def _entry_from_stage(stage: Stage, source: str) -> Entry:
@@ -59,8 +52,7 @@ def _entry_from_stage(stage: Stage, source: str) -> Entry:
         for f in dataclasses.fields(stage.options):
             options[f.name] = (getattr(stage.options, f.name), source)
     elif isinstance(stage.options, dict):
-        for key, value in stage.options.items():
-            options.update(_flat_options(key, value, source))
+        options = _option_values(stage.options, source)
     return Entry(stage.kind, source, options)
 
 
@@ -191,10 +183,7 @@ def _options(
 
 def typed_options(options_cls: type, raw: dict[str, Any], prefix: str, source: str, kind: Any) -> Any:
     """Options from a Python dict (a `Stage(kind, {...})` of a PipelineConfig)."""
-    values: dict[str, tuple[Any, str]] = {}
-    for key, value in raw.items():
-        values.update(_flat_options(key, value, source))
-    return _options(options_cls, values, prefix, kind, source, {})
+    return _options(options_cls, _option_values(raw, source), prefix, kind, source, {})
 
 
 def _option_hint(options_cls: type, key: str, dotted: str, source: str, value: Any, kind: Any) -> Any:

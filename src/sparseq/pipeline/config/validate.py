@@ -19,6 +19,7 @@ from sparseq.pipeline.stage import Stage, operator_key, options_class
 
 SourceOf = Callable[[str], str]
 Rule = tuple[str, bool, str]
+Check = tuple[str, bool, str, Any]  # a rule with its full key and the value it checked
 
 
 def _get(config: Any, dotted: str) -> Any:
@@ -27,8 +28,9 @@ def _get(config: Any, dotted: str) -> Any:
     return config
 
 
-def _prefixed(prefix: str, rules: list[Rule]) -> list[Rule]:
-    return [(f"{prefix}.{key}", ok, reason) for key, ok, reason in rules]
+def _checks(prefix: str, owner: Any, rules: list[Rule]) -> list[Check]:
+    """`rules` with keys relative to `owner`, as checks with full keys and values."""
+    return [(f"{prefix}{key}", ok, reason, _get(owner, key)) for key, ok, reason in rules]
 
 
 def _run_rules(c: PipelineConfig) -> list[Rule]:
@@ -64,18 +66,19 @@ def _cross_rules(c: PipelineConfig) -> list[Rule]:
     ]
 
 
-def _rules(c: PipelineConfig) -> list[Rule]:
-    """(key, ok, reason) for every check, in reading order."""
-    rules = _run_rules(c)
-    rules += _prefixed("env", c.env.rules()) + _prefixed("network", c.network.rules())
-    rules += _prefixed("learner", c.learner.options.rules()) + _prefixed("replay", c.replay.rules())
+def _all_checks(c: PipelineConfig) -> list[Check]:
+    """(key, ok, reason, value) for every check, in reading order."""
+    checks = _checks("", c, _run_rules(c))
+    checks += _checks("env.", c.env, c.env.rules()) + _checks("network.", c.network, c.network.rules())
+    checks += _checks("learner.", c.learner.options, c.learner.options.rules())
+    checks += _checks("replay.", c.replay, c.replay.rules())
     kinds = [op.kind for op in c.operators]
     for i, op in enumerate(c.operators):
-        rules += _prefixed(operator_key(kinds, i), op.options.rules())
-    rules += _cross_rules(c)
-    for check in EXTRA_RULES:
-        rules.extend(check(c))
-    return rules
+        checks += _checks(f"{operator_key(kinds, i)}.", op.options, op.options.rules())
+    checks += _checks("", c, _cross_rules(c))
+    for extra in EXTRA_RULES:
+        checks += _checks("", c, extra(c))
+    return checks
 
 
 # Other modules register their own checks here (for their own config sections).
@@ -137,24 +140,12 @@ def _composition(config: PipelineConfig, source_of: SourceOf) -> None:
 def validate(config: PipelineConfig, source_of: SourceOf) -> PipelineConfig:
     """Checks `config`; returns it with typed stage options. Raises ConfigError."""
     config = with_typed_stages(config, source_of)
-    for key, ok, reason in _rules(config):
+    for key, ok, reason, value in _all_checks(config):
         if not ok:
-            raise ConfigError(source_of(key), reason, key, _value(config, key), has_value=True)
+            raise ConfigError(source_of(key), reason, key, value, has_value=True)
     _composition(config, source_of)
     _check_task(config, source_of)
     return config
-
-
-def _value(config: PipelineConfig, key: str) -> Any:
-    head, _, rest = key.partition(".")
-    if head == "operators":
-        kinds = [op.kind for op in config.operators]
-        label, _, rest = rest.partition(".")
-        index = next(i for i in range(len(kinds)) if operator_key(kinds, i) == f"operators.{label}")
-        return _get(config.operators[index].options, rest)
-    if head == "learner":
-        return _get(config.learner.options, rest)
-    return _get(config, key)
 
 
 def _check_task(config: PipelineConfig, source_of: SourceOf) -> None:

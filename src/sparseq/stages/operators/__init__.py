@@ -2,7 +2,7 @@
 head shift, pruning), composable like an optax chain. Each declares the roles it plays
 (`owns`) and what must run after it (`precedes`); its options dataclass sits next to it."""
 
-from sparseq.stages.operators.base import Operator, ValueOperator, period_crossed
+from sparseq.stages.operators.base import Operator, ValueOperator, ValueOperatorOptions, period_crossed
 from sparseq.stages.operators.poly_prune import PolyPrune, PolyPruneOptions
 from sparseq.stages.operators.prune_select import PruneSelect, PruneSelectOptions
 from sparseq.stages.operators.shared_target_shift import SharedTargetShift, SharedTargetShiftOptions
@@ -19,5 +19,6 @@ __all__ = [
     "TargetSync",
     "TargetSyncOptions",
     "ValueOperator",
+    "ValueOperatorOptions",
     "period_crossed",
 ]

@@ -25,12 +25,14 @@ dataclass `Options` declared next to the operator; an operator without one gets 
 options dataclass made from its static fields (see sparseq.pipeline.stage).
 """
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import equinox as eqx
 from jax import Array
 
 from sparseq.stages.learners.value_state import ValueState, value_state_of, with_value_state
+from sparseq.stages.options import StageOptions
 
 
 def period_crossed(period: int, steps_before: Array, steps_after: Array) -> Array:
@@ -49,6 +51,14 @@ class Operator(eqx.Module):
         self, state: Any, learner_state: Any, steps_before: Array, steps_after: Array
     ) -> tuple[Any, Any, dict[str, Array]]:
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ValueOperatorOptions(StageOptions):
+    """Options every value-network operator has."""
+
+    on: str = ""
+    """The learner's value sub-state to act on ("" = its own)."""
 
 
 class ValueOperator(Operator):

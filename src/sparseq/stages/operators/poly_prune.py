@@ -22,8 +22,8 @@ from jax import Array
 from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.population import select_member
 from sparseq.stages.learners.value_state import ValueState
-from sparseq.stages.operators.base import ValueOperator
-from sparseq.stages.options import Rule, StageOptions
+from sparseq.stages.operators.base import ValueOperator, ValueOperatorOptions
+from sparseq.stages.options import Rule
 from sparseq.stages.sparsity import Criterion, apply_masks, mask_optimizer_state, prune_to_sparsity, sparsity_stats
 
 
@@ -40,7 +40,7 @@ class PolyPruneState(eqx.Module):
 
 
 @dataclass(frozen=True)
-class PolyPruneOptions(StageOptions):
+class PolyPruneOptions(ValueOperatorOptions):
     """s(t) = s_final (1 - (1 - p)^3) with p going from 0 at `start` to 1 at `end`
     (fractions of run.total_steps)."""
 
@@ -51,8 +51,6 @@ class PolyPruneOptions(StageOptions):
     every: int = 1_000
     """Gradient steps between mask recomputations."""
     criterion: Literal["layer", "global"] = "layer"
-    on: str = ""
-    """The learner's value sub-state to act on ("" = its own)."""
 
     def rules(self) -> list[Rule]:
         return [

@@ -31,8 +31,8 @@ from jax import Array
 from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.population import population_size, select_member
 from sparseq.stages.learners.value_state import ValueState
-from sparseq.stages.operators.base import ValueOperator, period_crossed
-from sparseq.stages.options import Rule, StageOptions
+from sparseq.stages.operators.base import ValueOperator, ValueOperatorOptions, period_crossed
+from sparseq.stages.options import Rule
 from sparseq.stages.sparsity import (
     Criterion,
     apply_masks,
@@ -61,7 +61,7 @@ def prune_fractions(num_networks: int, max_fraction: float) -> Array:
 
 
 @dataclass(frozen=True)
-class PruneSelectOptions(StageOptions):
+class PruneSelectOptions(ValueOperatorOptions):
     """EauDeQN: at every target update (every `period` steps) the network of the
     learner's population with the smallest summed loss becomes the target and the
     population is rebuilt from it at increasing sparsity. It IS the target update:
@@ -80,8 +80,6 @@ class PruneSelectOptions(StageOptions):
     """copy: every network gets the winner's optimizer state, masked; reset: fresh."""
     horizon: float = 0.8
     """Fraction of run.total_steps after which sparsity is frozen."""
-    on: str = ""
-    """The learner's value sub-state to act on ("" = its own)."""
 
     def rules(self) -> list[Rule]:
         return [

@@ -21,8 +21,8 @@ from jax import Array
 from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.value_state import ValueState
 from sparseq.stages.networks.q_network import QNetwork
-from sparseq.stages.operators.base import ValueOperator, period_crossed
-from sparseq.stages.options import Rule, StageOptions
+from sparseq.stages.operators.base import ValueOperator, ValueOperatorOptions, period_crossed
+from sparseq.stages.options import Rule
 
 
 def shift_rows(values: Array, num_actions: int) -> Array:
@@ -61,11 +61,9 @@ def shift_head_masks(masks: Any, num_actions: int) -> Any:
 
 
 @dataclass(frozen=True)
-class SharedTargetShiftOptions(StageOptions):
+class SharedTargetShiftOptions(ValueOperatorOptions):
     period: int = 200
     """T, environment steps between window shifts (head_i <- head_{i+1}, i < K)."""
-    on: str = ""
-    """The learner's value sub-state to act on ("" = its own)."""
 
     def rules(self) -> list[Rule]:
         return [("period", self.period >= 1, "must be >= 1")]

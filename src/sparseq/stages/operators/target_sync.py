@@ -10,16 +10,14 @@ from jax import Array
 from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.population import select_member
 from sparseq.stages.learners.value_state import ValueState
-from sparseq.stages.operators.base import ValueOperator, period_crossed
-from sparseq.stages.options import Rule, StageOptions
+from sparseq.stages.operators.base import ValueOperator, ValueOperatorOptions, period_crossed
+from sparseq.stages.options import Rule
 
 
 @dataclass(frozen=True)
-class TargetSyncOptions(StageOptions):
+class TargetSyncOptions(ValueOperatorOptions):
     period: int = 200
     """Environment steps between hard target updates."""
-    on: str = ""
-    """The learner's value sub-state to act on ("" = its own)."""
 
     def rules(self) -> list[Rule]:
         return [("period", self.period >= 1, "must be >= 1")]
