@@ -266,13 +266,13 @@ def runner_timer(pipeline: Pipeline, kind: str, cycles: int, seed: int = 0, warm
     """One learning chunk of `cycles` update cycles through `ChunkRunner` (the code
     `sparseq train` runs, metrics fetched to the host included), after the collect-only
     warm-up phase the runner also goes through first; units are environment steps."""
-    runner = ChunkRunner(pipeline, kind)
     state = pipeline.init(jax.random.key(seed))
     first_learning = 0
     while not pipeline.learns_in_cycle(first_learning):
         first_learning += 1
+    runner = ChunkRunner(pipeline, kind, max_cycles=max(cycles, first_learning))
     if first_learning:
-        state, _ = runner(state, False, first_learning)
+        state = runner(state, False, first_learning)[0]
     return Timer(lambda s: runner(s, True, cycles)[0], state, cycles * pipeline.steps_per_cycle, warmup)
 
 

@@ -3,6 +3,7 @@
 training state as a straight run; plus crash-safe saves, the NaN guard, and resume
 errors."""
 
+import json
 import os
 import signal
 import subprocess
@@ -93,6 +94,107 @@ def test_sigkill_and_resume_equals_straight_run(tmp_path, pipeline, extra):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+SIGNAL_FLAGS = [
+    "--run.total-steps=16000",
+    "--run.log-every=4000",
+    "--run.chunk-seconds=0.2",
+    "--learner.warmup=200",
+    "--replay.capacity=2000",
+    "--network.hidden=32",
+    "--no-run.progress",
+    "--run.wandb.mode=disabled",
+]
+
+
+def _signal_midway(cwd: Path, name: str, pipeline: str, flags: list[str], sig: int) -> Path:
+    """Starts a run, sends `sig` once its first log line is written, waits for it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sparseq.cli", "train", pipeline, f"--run.name={name}", *flags],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        metrics = list(cwd.glob(f"runs/{name}-*/metrics.jsonl"))
+        if metrics and metrics[0].read_text().strip():
+            break
+        time.sleep(0.02)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    (folder,) = cwd.glob(f"runs/{name}-*")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "sig", "extra"),
+    [
+        ("dqn-cartpole", signal.SIGINT, []),
+        ("eaudedqn-cartpole", signal.SIGTERM, ["--run.checkpoint-every=2000", *MEMBER_EXPLORATION]),
+    ],
+)
+def test_signal_and_resume_from_elsewhere_equals_straight_run(tmp_path, pipeline, sig, extra):
+    """A stop between boundaries adds none: the checkpoint keeps the actions since the
+    last boundary and the resumed run (started in another working directory) steps a
+    fresh pool through them, so every output equals the straight run's."""
+    flags = [*SIGNAL_FLAGS, *extra]
+    straight = _sparseq(tmp_path, "train", pipeline, "--run.name=straight", *flags)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    stopped = _signal_midway(tmp_path, "stopped", pipeline, flags, sig)
+    (checkpoints,) = tmp_path.glob("checkpoints/stopped-*")
+    steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert steps and steps[-1] < 16000, steps
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = _sparseq(elsewhere, "train", "--resume", str(stopped))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not (elsewhere / "checkpoints").exists() and not (elsewhere / "runs").exists()
+    (reference,) = tmp_path.glob("runs/straight-*")
+    for name in ("metrics.jsonl", "episodes.csv"):
+        assert (stopped / name).read_text() == (reference / name).read_text(), name
+    a = _final_arrays(next(tmp_path.glob("checkpoints/straight-*")))
+    b = _final_arrays(checkpoints)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["segments"] == 2 and summary["env_steps"] == 16000
+    record = json.loads((stopped / "run.json").read_text())
+    assert [s.get("from_step") for s in record["segments"]] == [None, steps[-1]]
+    assert record["software"]["packages"]["jax"] and record["software"]["sparseq"]
+
+
+def test_resume_extends_a_run_with_schedules_in_absolute_steps(tmp_path):
+    """A longer total_steps on resume keeps PolyPrune's window where it was (fractions
+    of the first segment's total), and pipeline.toml records the new total."""
+    flags = ["--run.total-steps=1000", "--run.log-every=250", "--learner.warmup=100", "--network.hidden=32"]
+    flags += [
+        "--replay.capacity=1000",
+        "--operators.poly_prune.every=50",
+        "--no-run.progress",
+        "--run.wandb.mode=disabled",
+    ]
+    first = _sparseq(tmp_path, "train", "polyprunedqn-cartpole", "--run.name=p", *flags)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (folder,) = tmp_path.glob("runs/p-*")
+    summary_before = (folder / "summary.json").read_text()
+    again = _sparseq(tmp_path, "train", "--resume", str(folder))
+    assert again.returncode == 0 and "already finished at step 1,000" in again.stderr, again.stderr[-2000:]
+    assert (folder / "summary.json").read_text() == summary_before
+    longer = _sparseq(tmp_path, "train", "--resume", str(folder), "--run.total-steps=2000")
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    pipeline_toml = (folder / "pipeline.toml").read_text()
+    assert "total_steps = 2000" in pipeline_toml and "schedule_steps = 1000" in pipeline_toml
+    assert "# resumed at step 1000: run.total_steps 1000 -> 2000" in pipeline_toml
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    sparsity = {line["env_steps"]: line["sparsity/overall"] for line in lines}
+    assert sparsity[1000] == pytest.approx(sparsity[2000], abs=1e-6)  # the window ended at 800
+    assert json.loads((folder / "summary.json").read_text())["env_steps"] == 2000
+
+
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path):
     writer = f"""
 import sys, numpy as np, jax, equinox as eqx
@@ -153,7 +255,7 @@ def test_nan_loss_stops_with_step_and_stage_and_keeps_checkpoint(make_config):
     checkpointer = Checkpointer(checkpoint_folder(config, folder))
     assert checkpointer.all_steps() == [200]
     template = poisoned.init(jax.random.key(0))
-    restored = checkpointer.restore(200, template, checkpointer.read_meta(200))
+    restored, _ = checkpointer.restore(200, template, checkpointer.read_meta(200))
     assert int(restored.env_steps) == 200
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(restored.learner.online))
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import warnings
 
+import equinox as eqx
 import jax
 import numpy as np
 import pytest
@@ -79,10 +80,33 @@ def test_chunks_donate_the_state(make_config, kind):
     """The replay buffer is updated in place: the input state's buffers are consumed."""
     pipeline = build_pipeline(make_config())
     state = pipeline.init(jax.random.key(0))
-    runner = ChunkRunner(pipeline, kind)
-    new_state, metrics = runner(state, False, 3)
+    runner = ChunkRunner(pipeline, kind, max_cycles=8)
+    new_state, metrics, done = runner(state, False, 3)
     assert state.replay.obs.is_deleted()
-    assert int(new_state.env_steps) == 3 and metrics["env_steps"].tolist() == [1, 2, 3]
+    assert done == 3 and int(new_state.env_steps) == 3 and metrics["env_steps"].tolist() == [1, 2, 3]
+
+
+def test_chunk_length_is_an_argument_of_one_compiled_loop(make_config):
+    """Chunks of any length share one program per learn flag; split chunks give the
+    same state as one long chunk."""
+    config = make_config(learner={"warmup": 0})
+
+    def run(chunks: list[int]):
+        pipeline = build_pipeline(config)  # a pool of its own: same seed, same streams
+        runner = ChunkRunner(pipeline, "scan", max_cycles=16)
+        traces = []
+        run_cycles = runner._run_cycles
+        runner._run_cycles = lambda *args: traces.append(1) or run_cycles(*args)
+        state = pipeline.init(jax.random.key(0))
+        for cycles in chunks:
+            state = runner(state, True, cycles)[0]
+        return state, len(traces)
+
+    (a, _), (b, traces) = run([12]), run([5, 1, 6])
+    assert traces == 1
+    leaves = lambda s: jax.tree.leaves(eqx.filter(s.learner, eqx.is_array))  # noqa: E731
+    for x, y in zip(leaves(a), leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_summarize_chunk_by_hand():
@@ -93,13 +117,14 @@ def test_summarize_chunk_by_hand():
         "episode_length": np.asarray([[5, 7], [9, 1]]),
         "epsilon": np.asarray([0.5, 0.25]),
         "updated": np.asarray([False, True]),
+        "gradient_steps": np.asarray([0, 4]),
         "loss": np.asarray([[0.0], [3.0]]),
         "target_updated": np.asarray([True, False]),
     }
     record, episodes = summarize_chunk(metrics)
     assert episodes == [(2, 7.0, 7), (4, 9.0, 9)]
     assert record["train/episodes"] == 2 and record["train/return_mean"] == 8.0
-    assert record["train/epsilon"] == 0.25 and record["train/updates"] == 1
+    assert record["train/epsilon"] == 0.25 and record["train/updates"] == 4  # gradient steps, not cycles
     assert record["train/loss"] == 3.0  # cycles without an update are left out
     assert record["operators/target_updated"] == 1
 

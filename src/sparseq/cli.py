@@ -104,17 +104,21 @@ def train_command(args: list[str]) -> int:
 
 def _resume(run: str, args: list[str]) -> int:
     from sparseq.pipeline.config.errors import CheckpointError
-    from sparseq.runs.resume import prepare_resume
+    from sparseq.runs.resume import AlreadyFinished, prepare_resume, record_resume
     from sparseq.runs.runner import resume
 
     if args and not args[0].startswith("--"):
         return fail(f"--resume continues {run!r} from its own pipeline.toml; drop the pipeline argument {args[0]!r}")
     try:
-        config, folder, step, meta = prepare_resume(run, args)
+        config, folder, step, meta, checkpoints = prepare_resume(run, args)
+    except AlreadyFinished as finished:
+        print(finished, file=sys.stderr)
+        return 0
     except (ConfigError, CheckpointError) as error:
         return fail(str(error))
     print(f"resuming {folder} from step {step:,}", file=sys.stderr)
-    return _report(lambda: resume(config, folder, step, meta), CheckpointError)
+    record_resume(folder, config, step)
+    return _report(lambda: resume(config, folder, step, meta, checkpoints), CheckpointError)
 
 
 def _report(run, checkpoint_error: type[Exception]) -> int:

@@ -70,10 +70,10 @@ def _pyplot():
 
 
 def _draw_bands(ax, grid: np.ndarray, curves: dict[str, list[np.ndarray]], reps: int, seed: int) -> None:
-    for algorithm, groups in curves.items():
-        point, low, high = iqm_band(groups, reps, seed)
-        runs = sum(len(g) for g in groups)
-        (line,) = ax.plot(grid, point, lw=2, label=f"{algorithm} (n={runs})")
+    for group, per_task in curves.items():  # group name -> per-task (runs_t, G) curves
+        point, low, high = iqm_band(per_task, reps, seed)
+        runs = sum(len(g) for g in per_task)
+        (line,) = ax.plot(grid, point, lw=2, label=f"{group} (n={runs})")
         ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, lw=0)
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
@@ -88,17 +88,17 @@ def write_plots(scored: Sequence[RunScore], out: Path, *, reps: int = 1000, seed
     for task in tasks:
         rows = [s for s in usable if s.run.task_id == task]
         grid = step_grid(min(s.run.env_steps for s in rows))
-        algorithms = sorted({s.run.algorithm for s in rows})
-        returns = {a: [np.stack([return_curve(s.run, grid) for s in rows if s.run.algorithm == a])] for a in algorithms}
+        groups = sorted({s.group for s in rows})
+        returns = {g: [np.stack([return_curve(s.run, grid) for s in rows if s.group == g])] for g in groups}
         fig, ax = plt.subplots(figsize=(8, 4.5))
         _draw_bands(ax, grid, returns, reps, seed)
         ax.set_ylabel("training return (raw rewards), IQM")
         ax.set_title(f"{task}: IQM over seeds, 95% bootstrap band")
         written.append(_save(fig, out / f"returns_{_safe(task)}.png", plt))
         sparse = {
-            a: [np.stack([sparsity_curve(s.run, grid) for s in rows if s.run.algorithm == a])]
-            for a in algorithms
-            if any(len(s.run.sparsity) for s in rows if s.run.algorithm == a)
+            g: [np.stack([sparsity_curve(s.run, grid) for s in rows if s.group == g])]
+            for g in groups
+            if any(len(s.run.sparsity) for s in rows if s.group == g)
         }
         if sparse:
             fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -125,13 +125,13 @@ def _normalised_curves(usable: Sequence[RunScore]) -> tuple[np.ndarray, dict[str
         return None
     grid = step_grid(min(s.run.env_steps for s in rows))
     curves: dict[str, list[np.ndarray]] = {}
-    for algorithm in sorted({s.run.algorithm for s in rows}):
+    for group in sorted({s.group for s in rows}):
         by_task: dict[str, list[np.ndarray]] = {}
         for s in rows:
-            if s.run.algorithm == algorithm:
+            if s.group == group:
                 curve = normalise(return_curve(s.run, grid), s.reference)
                 by_task.setdefault(s.run.task_id, []).append(curve)
-        curves[algorithm] = [np.stack(v) for v in by_task.values()]
+        curves[group] = [np.stack(v) for v in by_task.values()]
     return grid, curves
 
 
@@ -139,16 +139,16 @@ def _sparsity_vs_score(usable: Sequence[RunScore], out: Path, plt) -> Path:
     all_normalised = all(s.normalised is not None for s in usable)
     panels = ["all tasks"] if all_normalised else sorted({s.run.task_id for s in usable})
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    algorithms = sorted({s.run.algorithm for s in usable})
-    colors = {a: f"C{i % 10}" for i, a in enumerate(algorithms)}
+    groups = sorted({s.group for s in usable})
+    colors = {g: f"C{i % 10}" for i, g in enumerate(groups)}
     for ax, panel in zip(axes[0], panels):
-        for algorithm in algorithms:
-            rows = [s for s in usable if s.run.algorithm == algorithm and panel in ("all tasks", s.run.task_id)]
+        for group in groups:
+            rows = [s for s in usable if s.group == group and panel in ("all tasks", s.run.task_id)]
             if not rows:
                 continue
             x = [100 * (s.final_sparsity or 0.0) for s in rows]
             y = [s.normalised if all_normalised else s.score for s in rows]
-            ax.scatter(x, y, color=colors[algorithm], label=algorithm, alpha=0.8)
+            ax.scatter(x, y, color=colors[group], label=group, alpha=0.8)
         ax.set_title(panel)
         ax.set_xlabel("final sparsity (%)  (dense runs at 0)")
         ax.set_ylabel("human-normalised final score" if all_normalised else "final score (raw return)")

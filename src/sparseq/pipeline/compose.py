@@ -150,6 +150,9 @@ class Pipeline(eqx.Module):
         )
         return new_state, {
             "epsilon": epsilon,
+            # The runner keeps the actions since the last pool boundary: a run stopped
+            # between boundaries resumes by stepping a fresh pool through them.
+            "action": actions,
             "episode_return": episodes.episode_return,
             "episode_length": episodes.episode_length,
             "episode_done": episodes.done,
@@ -212,6 +215,7 @@ class Pipeline(eqx.Module):
             **collected,
             "env_steps": state.env_steps,
             "updated": jnp.asarray(learn),
+            "gradient_steps": jnp.asarray(self.updates_per_cycle if learn else 0, jnp.int32),
             **learn_metrics,
             **operator_metrics,
         }

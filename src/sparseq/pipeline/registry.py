@@ -19,6 +19,7 @@ LEARNERS = {
 }
 OPERATORS = {
     "target_sync": "sparseq.stages.operators.target_sync:TargetSync",
+    "polyak": "sparseq.stages.operators.polyak:Polyak",
     "shared_target_shift": "sparseq.stages.operators.shared_target_shift:SharedTargetShift",
     "prune_select": "sparseq.stages.operators.prune_select:PruneSelect",
     "poly_prune": "sparseq.stages.operators.poly_prune:PolyPrune",

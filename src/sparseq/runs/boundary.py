@@ -6,7 +6,15 @@ running episode as a truncation (which bootstraps, like a time limit) and re-cre
 the pool with a seed derived from (run seed, boundary index). A run resumed from the
 checkpoint written at that boundary then sees exactly the streams the straight run
 saw. The episodes cut at a boundary are not counted in the training returns.
+
+A run stopped by a signal between boundaries adds no boundary (that would change the
+run): its checkpoint keeps the actions taken since the last boundary, and the resumed
+run steps a fresh pool with that boundary's seed through them (`replay_actions`),
+which brings every environment back to where it was, as envpool is deterministic
+given its seed and actions.
 """
+
+import warnings
 
 import equinox as eqx
 import jax
@@ -58,3 +66,37 @@ def cross_boundary(pipeline: Pipeline, state: TrainState, seed: int) -> tuple[Pi
     pipeline = eqx.tree_at(lambda p: p.collector, pipeline, collector)
     state = eqx.tree_at(lambda s: (s.collector, s.replay), state, (collector.init(), replay_state))
     return pipeline, jax.block_until_ready(state)
+
+
+@eqx.filter_jit
+def _step_through(collector, collector_state, actions: jax.Array):
+    """Steps the pool through actions (T, N); returns the last collector state."""
+
+    def body(state, step_actions):
+        state, _, _ = collector.step(state, step_actions)
+        return state, None
+
+    return jax.lax.scan(body, collector_state, actions)[0]
+
+
+def replay_actions(collector, fresh: eqx.Module, saved: eqx.Module, actions: np.ndarray) -> eqx.Module:
+    """Brings a freshly reset pool to a stopped run's position.
+
+    collector: the pool re-created with the seed of the stopped run's last boundary.
+    fresh: its state right after its one reset (`collector.init()`, done once).
+    saved: the collector state in the checkpoint (observations, episode counters).
+    actions: (T, N), every action taken since that boundary.
+    Returns `saved` with the new pool's handle. When the observations reached differ
+    from the saved ones (a non-deterministic environment) it warns: the run goes on,
+    but not exactly as the straight run would.
+    """
+    state = fresh
+    if len(actions):
+        state = _step_through(collector, state, jnp.asarray(actions))
+    if not bool(jnp.array_equal(state.obs, saved.obs)):
+        warnings.warn(
+            "the environments did not come back to the stopped run's observations "
+            "(non-deterministic environment?): the resumed run is not exact",
+            stacklevel=2,
+        )
+    return eqx.tree_at(lambda s: s.handle, saved, state.handle)

@@ -21,8 +21,8 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from sparseq.pipeline.config.errors import CheckpointError
 from sparseq.pipeline.compose import TrainState
+from sparseq.pipeline.config.errors import CheckpointError
 
 __all__ = ["CheckpointError", "Checkpointer", "write_json"]
 
@@ -43,6 +43,13 @@ def _saved_part(state: TrainState, include_replay: bool) -> Any:
 def _flatten(tree: Any) -> dict[str, Any]:
     leaves = jax.tree.leaves(tree)
     return {f"leaf_{i:05d}": jax.random.key_data(x) if _is_key(x) else x for i, x in enumerate(leaves)}
+
+
+EXTRA_PREFIX = "extra__"
+
+
+def _extra_shapes(extra: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+    return {name: [list(value.shape), value.dtype.str] for name, value in extra.items()}
 
 
 class Checkpointer:
@@ -69,14 +76,20 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state: TrainState, meta: dict[str, Any]) -> None:
+    def save(
+        self, step: int, state: TrainState, meta: dict[str, Any], extra: dict[str, np.ndarray] | None = None
+    ) -> None:
         """Saves `state` at `step` and returns once it is written: the next chunk
         donates (reuses) the state's buffers, and copying a multi-GB replay to host
         memory first would double the run's memory. A step that already exists is
-        replaced."""
+        replaced. `extra`: host arrays the runner needs back (a stopped run's unlogged
+        metrics and the actions since the pool boundary)."""
         ocp = self._ocp
         self.manager.wait_until_finished()
+        extra = {name: np.asarray(value) for name, value in (extra or {}).items()}
         arrays = _flatten(_saved_part(state, self.include_replay))
+        arrays.update({EXTRA_PREFIX + name: value for name, value in extra.items()})
+        meta = {**meta, "extra_shapes": _extra_shapes(extra)}
         if step in self.manager.all_steps():
             self.manager.delete(step)
         saved = self.manager.save(
@@ -101,9 +114,12 @@ class Checkpointer:
         except Exception as error:
             raise CheckpointError(f"{self._where(step)}: unreadable checkpoint ({_first_line(error)})") from None
 
-    def restore(self, step: int, template: TrainState, meta: dict[str, Any]) -> TrainState:
+    def restore(
+        self, step: int, template: TrainState, meta: dict[str, Any]
+    ) -> tuple[TrainState, dict[str, np.ndarray]]:
         """Restores `step` into the structure of `template` (a freshly initialised
-        state of the same pipeline, whose envpool handle is kept)."""
+        state of the same pipeline, whose envpool handle is kept); returns the state
+        and the `extra` arrays saved with it."""
         ocp = self._ocp
         include_replay = bool(meta.get("include_replay", True))
         part = _saved_part(template, include_replay)
@@ -111,6 +127,10 @@ class Checkpointer:
         # Shapes and dtypes only: np.empty leaves pages untouched, so a multi-GB replay
         # costs no memory here (no host copy of the template either).
         abstract = {name: np.empty(value.shape, value.dtype) for name, value in _flatten(part).items()}
+        extra_shapes = meta.get("extra_shapes", {})
+        abstract.update(
+            {EXTRA_PREFIX + name: np.empty(shape, np.dtype(dtype)) for name, (shape, dtype) in extra_shapes.items()}
+        )
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
                 "state"
@@ -135,7 +155,8 @@ class Checkpointer:
         loaded = eqx.tree_at(lambda s: s.collector.handle, loaded, template.collector.handle, is_leaf=is_none)
         if not include_replay:
             loaded = eqx.tree_at(lambda s: s.replay, loaded, template.replay, is_leaf=is_none)
-        return eqx.combine(loaded, template)
+        extra = {name: np.asarray(restored[EXTRA_PREFIX + name]) for name in extra_shapes}
+        return eqx.combine(loaded, template), extra
 
     def close(self) -> None:
         self.manager.wait_until_finished()

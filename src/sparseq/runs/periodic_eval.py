@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparseq.stages.collect.envpool_collector import CollectorState, EnvpoolCollector
+from sparseq.pipeline.compose import Pipeline
 from sparseq.pipeline.config.build import make_collector
 from sparseq.pipeline.config.schema import PipelineConfig
+from sparseq.stages.collect.envpool_collector import CollectorState, EnvpoolCollector
 from sparseq.stages.learners.q_learner import LearnerState, QLearner
-from sparseq.pipeline.compose import Pipeline
 
 # Evaluation pools get their own seed stream, away from the training pools'.
 EVAL_SEED_TAG = 0xE7A1

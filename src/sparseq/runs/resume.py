@@ -1,25 +1,45 @@
 """`sparseq train --resume RUN`: the checks before a run continues.
 
-A run continues from its run folder alone: the resolved pipeline.toml written at the
-start, and the newest readable checkpoint under checkpoints/<run folder name>/. Keys
-that only extend or display the run may change on resume; anything else that differs
-(in the folder's pipeline.toml since the checkpoint, or in flags given now) is an error
-that names the keys.
+A run continues from its run folder alone, from any working directory: the resolved
+pipeline.toml written at the start, and the newest readable checkpoint in the folder
+recorded in run.json (checkpoints/<run folder name>/ of the first segment's working
+directory). Keys that only extend or display the run may change on resume; anything
+else that differs (in the folder's pipeline.toml since the checkpoint, or in flags given
+now) is an error that names the keys.
+
+run.total_steps may change: schedules given as fractions of the run keep the steps of
+the first segment (run.schedule_steps records its total), so a longer run goes on
+where the shorter one was, with the same pruning window. A run that has reached its
+total_steps is reported as finished and left untouched.
 """
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
 
-from sparseq.runs.checkpoint import Checkpointer, CheckpointError
-from sparseq.pipeline.config.dump import to_dict
+from sparseq.pipeline.config.dump import to_dict, to_toml
 from sparseq.pipeline.config.errors import ConfigError
 from sparseq.pipeline.config.loader import load_pipeline
 from sparseq.pipeline.config.paths import display
 from sparseq.pipeline.config.schema import PipelineConfig
+from sparseq.runs.checkpoint import Checkpointer, CheckpointError
+from sparseq.runs.provenance import add_segment, read_run_record
 
 # Keys a resumed run may change: they extend the run or only change how it is shown.
-CHANGEABLE = {"run.total_steps", "run.progress", "run.wandb.mode", "run.log_every"}
+CHANGEABLE = {"run.total_steps", "run.progress", "run.wandb.mode", "run.log_every", "run.chunk_seconds"}
+
+
+class AlreadyFinished(Exception):
+    """`--resume` of a run that has reached its total_steps: nothing to do (one line)."""
+
+
+def _with_horizon(tree: dict[str, Any]) -> dict[str, Any]:
+    """The config dict with run.schedule_steps resolved (0 means run.total_steps), so
+    a resume that changed total_steps and recorded the old one compares equal."""
+    run = dict(tree.get("run", {}))
+    run["schedule_steps"] = run.get("schedule_steps") or run.get("total_steps")
+    return {**tree, "run": run}
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -33,7 +53,7 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    a, b = _flat(old), _flat(new)
+    a, b = _flat(_with_horizon(old)), _flat(_with_horizon(new))
     return [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
@@ -68,25 +88,64 @@ def latest_readable(checkpointer: Checkpointer) -> tuple[int, dict[str, Any]]:
     raise last_error
 
 
-def prepare_resume(run: str, overrides: list[str]) -> tuple[PipelineConfig, Path, int, dict[str, Any]]:
-    """Loads and checks everything a resume needs; raises ConfigError/CheckpointError."""
+def checkpoints_of(folder: Path, config: PipelineConfig) -> Path:
+    """The run's checkpoint folder: the one run.json records, else (older runs, or a
+    run folder moved together with its checkpoints) CHECKPOINT_DIR/<name> next to the
+    run folder's parent, else relative to the working directory."""
+    recorded = read_run_record(folder).get("checkpoints")
+    relative = Path(config.run.checkpoint_dir) / folder.name
+    candidates = [Path(recorded)] if recorded else []
+    if not relative.is_absolute():
+        candidates.append(folder.absolute().parent.parent / relative)
+    candidates.append(relative)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.absolute()
+    raise CheckpointError(f"{display(candidates[0])}: no checkpoint to resume from (the folder does not exist)")
+
+
+def prepare_resume(run: str, overrides: list[str]) -> tuple[PipelineConfig, Path, int, dict[str, Any], Path]:
+    """Loads and checks everything a resume needs; raises ConfigError/CheckpointError,
+    or AlreadyFinished when the run has nothing left to do. Returns the config to
+    continue with, the run folder, the checkpoint step and metadata, and the checkpoint
+    folder."""
     folder = find_run_folder(run)
     pipeline_file = folder / "pipeline.toml"
     saved, _, _ = load_pipeline(pipeline_file)
     config, _, _ = load_pipeline(pipeline_file, overrides)
+    if config.run.total_steps != saved.run.total_steps and not saved.run.schedule_steps:
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, schedule_steps=saved.run.total_steps))
     changed = [d for d in differences(to_dict(saved), to_dict(config)) if d.split(" ", 1)[0] not in CHANGEABLE]
     if changed:
         raise ConfigError("command line", f"cannot change a resumed run's pipeline: {'; '.join(changed)}")
-    from sparseq.runs.runner import checkpoint_folder
-
-    checkpointer = Checkpointer(checkpoint_folder(config, folder), include_replay=config.run.checkpoint_replay)
+    checkpoints = checkpoints_of(folder, config)
+    checkpointer = Checkpointer(checkpoints, include_replay=config.run.checkpoint_replay)
     step, meta = latest_readable(checkpointer)
     checkpointer.close()
     edited = [d for d in differences(meta["config"], to_dict(saved)) if d.split(" ", 1)[0] not in CHANGEABLE]
     if edited:
         raise ConfigError(display(pipeline_file), f"changed since the checkpoint at step {step}: {'; '.join(edited)}")
+    if int(meta["env_steps"]) >= config.run.total_steps:
+        raise AlreadyFinished(
+            f"{display(folder)} already finished at step {int(meta['env_steps']):,} "
+            f"(run.total_steps {config.run.total_steps:,}); nothing to do (raise run.total_steps to extend it)"
+        )
     if not meta.get("include_replay", True):
         warnings.warn(
             "the checkpoint has no replay buffer: the resumed run starts with an empty one (not exact)", stacklevel=2
         )
-    return config, folder, step, meta
+    return config, folder, step, meta, checkpoints
+
+
+def record_resume(folder: Path, config: PipelineConfig, step: int) -> None:
+    """Records a resume: a new segment in run.json and, when keys changed, the new
+    pipeline.toml with the resume history as comments at its top."""
+    pipeline_file = folder / "pipeline.toml"
+    saved_text = pipeline_file.read_text()
+    saved, _, _ = load_pipeline(pipeline_file)
+    changed = differences(to_dict(saved), to_dict(config))
+    add_segment(folder, {"from_step": step, "changed": changed})
+    if changed:
+        history = [line for line in saved_text.splitlines() if line.startswith("# resumed")]
+        note = f"# resumed at step {step}: {'; '.join(changed)}"
+        pipeline_file.write_text("\n".join([*history, note, to_toml(config)]))

@@ -13,10 +13,12 @@ a killed-and-resumed one); wall-clock figures go to timing.jsonl.
 import dataclasses
 import datetime
 import json
+import shutil
 import signal
 import sys
 import time
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +33,19 @@ from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches
 from sparseq.pipeline.config.dump import to_dict, to_toml
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.validate import validate
-from sparseq.runs.boundary import cross_boundary, pool_seed
+from sparseq.runs.boundary import cross_boundary, pool_seed, replay_actions
 from sparseq.runs.checkpoint import Checkpointer, write_json
 from sparseq.runs.log import MetricsLog, WandbLog
 from sparseq.runs.periodic_eval import make_evaluator
+from sparseq.runs.provenance import write_run_record
 from sparseq.runs.selections import append_selections, truncate_selections
 from sparseq.stages.learners.value_state import has_value_state, value_state_of
 
 RECENT_EPISODES = 20
+PENDING = "pending__"  # prefix of a stopped run's unlogged metrics in its checkpoint
+# Learner metrics (P,) per cycle logged as train/NAME over the chunk's gradient steps:
+# the max for q_max, the mean otherwise.
+LEARNER_DIAGNOSTICS = {"loss_sum", "q_mean", "q_max", "td_error_std", "grad_norm"}
 
 
 class NonFiniteError(RuntimeError):
@@ -94,42 +101,89 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-class ChunkRunner:
-    """Runs `cycles` update cycles from a state, compiled once per (learn, cycles)."""
+FIRST_CALL_CYCLES = 16  # a program's first call compiles it: keep it short
 
-    def __init__(self, pipeline: Pipeline, kind: str):
+
+class ChunkRunner:
+    """Runs n <= max_cycles update cycles from a state.
+
+    "scan": one jitted while-loop whose trip count is an argument, so every chunk
+    length (log periods, the warm-up split, the wall-time bound) shares one compiled
+    program per learn flag; per-cycle metrics go to (max_cycles, ...) buffers of which
+    the first n rows are returned. "cycle": one donated jitted call per cycle (XLA:CPU
+    runs convolutions ~10x slower inside loops), with the stop flag read every cycle.
+    `cycles_for` sizes calls to about `chunk_seconds` of wall time from the measured
+    rate, so a stop request is answered within about that long.
+    """
+
+    def __init__(self, pipeline: Pipeline, kind: str, max_cycles: int, chunk_seconds: float = 2.0):
         self.pipeline = pipeline
         self.kind = kind
-        self._compiled: dict[tuple[bool, int], Any] = {}
+        self.max_cycles = max(int(max_cycles), 1)
+        self.chunk_seconds = chunk_seconds
+        self._compiled: dict[bool, Any] = {}
+        self._calls: dict[bool, int] = {}
+        self._rate: dict[bool, float] = {}  # cycles per second of calls that did not compile
 
-    def _scan(self, learn: bool, cycles: int):
-        key = (learn, cycles)
-        if key not in self._compiled:
-            body = lambda state, _: self.pipeline.cycle(state, learn)  # noqa: E731
-            self._compiled[key] = eqx.filter_jit(
-                lambda state: jax.lax.scan(body, state, None, length=cycles), donate="all"
-            )
-        return self._compiled[key]
+    def _loop(self, learn: bool):
+        if learn not in self._compiled:
+            self._compiled[learn] = eqx.filter_jit(partial(self._run_cycles, learn), donate="all-except-first")
+        return self._compiled[learn]
+
+    def _run_cycles(self, learn: bool, cycles: jax.Array, state: TrainState):
+        shapes = jax.eval_shape(lambda s: self.pipeline.cycle(s, learn), state)[1]
+        buffers = jax.tree.map(lambda x: jnp.zeros((self.max_cycles, *x.shape), x.dtype), shapes)
+
+        def body(carry):
+            i, state, buffers = carry
+            state, metrics = self.pipeline.cycle(state, learn)
+            buffers = jax.tree.map(lambda b, m: jax.lax.dynamic_update_index_in_dim(b, m, i, 0), buffers, metrics)
+            return i + 1, state, buffers
+
+        start = (jnp.zeros((), jnp.int32), state, buffers)
+        _, state, buffers = jax.lax.while_loop(lambda carry: carry[0] < cycles, body, start)
+        return state, buffers
 
     def _single(self, learn: bool):
-        key = (learn, -1)
-        if key not in self._compiled:
-            self._compiled[key] = eqx.filter_jit(
+        if learn not in self._compiled:
+            self._compiled[learn] = eqx.filter_jit(
                 lambda state: self.pipeline.cycle(state, learn, unroll_collect=True), donate="all"
             )
-        return self._compiled[key]
+        return self._compiled[learn]
 
-    def __call__(self, state: TrainState, learn: bool, cycles: int) -> tuple[TrainState, dict[str, np.ndarray]]:
+    def cycles_for(self, learn: bool, wanted: int) -> int:
+        """Cycles for the next call: `wanted`, cut to about `chunk_seconds` of wall time."""
+        rate = self._rate.get(learn)
+        if rate is None:
+            return max(1, min(wanted, FIRST_CALL_CYCLES, self.max_cycles))
+        return max(1, min(wanted, self.max_cycles, int(rate * self.chunk_seconds)))
+
+    def __call__(
+        self, state: TrainState, learn: bool, cycles: int, stop: Any = None
+    ) -> tuple[TrainState, dict[str, np.ndarray], int]:
+        """Runs `cycles` cycles (fewer with the "cycle" loop when `stop.signal` is set);
+        returns the state, the per-cycle metrics (done, ...) and `done`."""
+        if cycles > self.max_cycles:
+            raise ValueError(f"{cycles} cycles in one call; this runner was built for at most {self.max_cycles}")
+        started = time.perf_counter()
         if self.kind == "scan":
-            state, metrics = self._scan(learn, cycles)(state)
-            return state, jax.device_get(metrics)
-        step = self._single(learn)
-        series = []
-        for _ in range(cycles):
-            state, metrics = step(state)
-            series.append(metrics)
-        series = jax.device_get(series)
-        return state, jax.tree.map(lambda *xs: np.stack(xs), *series)
+            state, buffers = self._loop(learn)(jnp.asarray(cycles, jnp.int32), state)
+            metrics = jax.tree.map(lambda x: x[:cycles], jax.device_get(buffers))
+            done = cycles
+        else:
+            step = self._single(learn)
+            series = []
+            for _ in range(cycles):
+                state, metrics = step(state)
+                series.append(metrics)
+                if stop is not None and stop.signal is not None:
+                    break
+            done = len(series)
+            metrics = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(series))
+        calls = self._calls[learn] = self._calls.get(learn, 0) + 1
+        if calls > 1:
+            self._rate[learn] = done / max(time.perf_counter() - started, 1e-6)
+        return state, metrics, done
 
 
 @dataclasses.dataclass
@@ -183,12 +237,26 @@ def summarize_chunk(metrics: dict[str, np.ndarray]) -> tuple[dict[str, Any], lis
     if "member_epsilon" in metrics:
         record["train/member_epsilon"] = float(metrics["member_epsilon"].reshape(-1)[-1])
     updated = metrics["updated"].astype(bool)
-    record["train/updates"] = int(updated.sum())
-    skip = {"env_steps", "episode_done", "episode_return", "episode_length", "epsilon", "member_epsilon", "updated"}
+    record["train/updates"] = int(metrics["gradient_steps"].sum())
+    skip = {
+        "env_steps",
+        "episode_done",
+        "episode_return",
+        "episode_length",
+        "epsilon",
+        "member_epsilon",
+        "updated",
+        "gradient_steps",
+        "action",
+    }
     for name, values in metrics.items():
         if name in skip:
             continue
-        if name == "loss":
+        if name in LEARNER_DIAGNOSTICS:
+            if updated.any():
+                reduce = np.max if name == "q_max" else np.mean
+                record[f"train/{name}"] = float(reduce(values[updated]))
+        elif name == "loss":
             if updated.any():
                 loss = values[updated]  # (updates, P)
                 record["train/loss"] = float(loss.mean())
@@ -253,7 +321,9 @@ class _StopRequest:
 class Trainer:
     """One run: a run folder, its pipeline and state, its checkpoints."""
 
-    def __init__(self, config: PipelineConfig, folder: Path, pipeline: Pipeline | None = None):
+    def __init__(
+        self, config: PipelineConfig, folder: Path, pipeline: Pipeline | None = None, checkpoints: Path | None = None
+    ):
         self.config = config
         self.folder = folder
         self.pipeline = pipeline or build_pipeline(config)
@@ -267,7 +337,7 @@ class Trainer:
             (c for c in range(self.total_cycles) if self.pipeline.learns_in_cycle(c)), self.total_cycles
         )
         self.checkpointer = Checkpointer(
-            checkpoint_folder(config, folder),
+            checkpoints or checkpoint_folder(config, folder),
             keep=config.run.keep_checkpoints,
             include_replay=config.run.checkpoint_replay,
         )
@@ -277,6 +347,13 @@ class Trainer:
         self.returns: list[float] = []
         self.wandb_id: str | None = None
         self.sparsity: float | None = None  # last logged sparsity/overall, when pruning
+        # Metrics of the cycles since the last log point, and every action since the
+        # last pool boundary (cycles, steps_per_cycle): what a stopped run saves.
+        self.pending: list[dict[str, np.ndarray]] = []
+        self.boundary_actions: list[np.ndarray] = []
+        self.wall_before = 0.0  # wall seconds of the earlier segments of a resumed run
+        self.segments = 1
+        self.segment_started = time.perf_counter()
         # Evaluation episodes (eval.every > 0): on the host between chunks, own pool.
         self.evaluator = make_evaluator(config, self.pipeline, self.kind)
 
@@ -295,6 +372,13 @@ class Trainer:
     def _checkpoint_due(self) -> bool:
         return bool(self.cycles_per_checkpoint) and self.cycle % self.cycles_per_checkpoint == 0
 
+    def _new_runner(self) -> ChunkRunner:
+        longest = min(self.cycles_per_log, self.total_cycles)
+        return ChunkRunner(self.pipeline, self.kind, longest, self.config.run.chunk_seconds)
+
+    def wall_seconds(self) -> float:
+        return self.wall_before + time.perf_counter() - self.segment_started
+
     # -- checkpoints ---------------------------------------------------------
     def _meta(self, log: MetricsLog) -> dict[str, Any]:
         return {
@@ -305,20 +389,49 @@ class Trainer:
             "metrics_lines": log.metrics_lines(),
             "episodes_lines": log.episodes_lines(),
             "wandb_id": self.wandb_id,
+            "wall_seconds": self.wall_seconds(),
+            "segments": self.segments,
         }
 
     def _boundary_and_save(self, state: TrainState, log: MetricsLog) -> TrainState:
         self.boundary += 1
         self.pipeline, state = cross_boundary(self.pipeline, state, pool_seed(self.config.run.seed, self.boundary))
-        self.runner = ChunkRunner(self.pipeline, self.kind)
+        self.boundary_actions = []
+        self.runner = self._new_runner()
         self.checkpointer.save(self.cycle * self.steps_per_cycle, state, self._meta(log))
         return state
+
+    def _save_stopped(self, state: TrainState, log: MetricsLog) -> None:
+        """Saves where a signal stopped the run, with no boundary (see boundary.py):
+        the unlogged metrics and the actions since the boundary go with the state."""
+        extra = {}
+        if self.pending:
+            extra.update({PENDING + k: np.concatenate([m[k] for m in self.pending]) for k in self.pending[0]})
+        if self.boundary_actions:
+            extra["actions"] = np.concatenate(self.boundary_actions)
+        self.checkpointer.save(self.cycle * self.steps_per_cycle, state, {**self._meta(log), "stopped": True}, extra)
+
+    def restore_stopped(self, state: TrainState, fresh: Any, extra: dict[str, np.ndarray]) -> TrainState:
+        """The inverse of `_save_stopped`; `fresh`: the new pool's state after its reset."""
+        n = self.pipeline.collector.num_envs
+        actions = extra.get("actions")
+        steps = np.zeros((0, n), np.int32) if actions is None else actions.reshape(-1, n)
+        if len(steps):
+            print(
+                f"stepping the environments through the {len(steps) * n:,} steps since the last boundary",
+                file=sys.stderr,
+            )
+        collector_state = replay_actions(self.pipeline.collector, fresh, state.collector, steps)
+        self.boundary_actions = [actions] if actions is not None else []
+        pending = {k[len(PENDING) :]: v for k, v in extra.items() if k.startswith(PENDING)}
+        self.pending = [pending] if pending else []
+        return eqx.tree_at(lambda s: s.collector, state, collector_state)
 
     # -- the loop ------------------------------------------------------------
     def run(self, state: TrainState, log: MetricsLog, wandb_log: WandbLog) -> tuple[TrainState, str]:
         """Trains from `state` at `self.cycle`; returns the final state and how the run
         ended: "finished", "stopped" (signal, checkpoint saved)."""
-        self.runner = ChunkRunner(self.pipeline, self.kind)
+        self.runner = self._new_runner()
         if self.evaluator is not None:
             self.evaluator.skip_to(self.cycle * self.steps_per_cycle)
         started = time.perf_counter()
@@ -329,39 +442,40 @@ class Trainer:
             self.folder.name,
         )
         status = "finished"
+        postfix = {"return": "-", "loss": "nan"}
         try:
             with _StopRequest() as stop:
-                pending: list[dict[str, np.ndarray]] = []
                 pending_seconds = 0.0
                 while self.cycle < self.total_cycles:
-                    end = self._chunk_end()
                     learn = self.cycle >= self.first_learning_cycle
+                    cycles = self.runner.cycles_for(learn, self._chunk_end() - self.cycle)
                     chunk_started = time.perf_counter()
-                    state, metrics = self.runner(state, learn, end - self.cycle)
+                    state, metrics, done = self.runner(state, learn, cycles, stop)
                     pending_seconds += time.perf_counter() - chunk_started
                     self._guard(state, metrics)
-                    pending.append(metrics)
-                    self.cycle = end
-                    at_log_point = self.cycle % self.cycles_per_log == 0 or self.cycle == self.total_cycles
-                    if not (at_log_point or self._checkpoint_due() or stop.signal is not None):
-                        continue  # the warm-up split: log once per log period
-                    metrics = {k: np.concatenate([m[k] for m in pending]) for k in pending[0]}
-                    chunk_steps = len(metrics["env_steps"]) * self.steps_per_cycle
-                    record = self._log(metrics, log, wandb_log, chunk_steps / pending_seconds, started, state)
-                    pending, pending_seconds = [], 0.0
-                    progress.update(
-                        chunk_steps,
-                        {
+                    self.boundary_actions.append(metrics.pop("action"))
+                    self.pending.append(metrics)
+                    self.cycle += done
+                    progress.update(done * self.steps_per_cycle, postfix)
+                    finished = self.cycle == self.total_cycles
+                    at_log_point = self.cycle % self.cycles_per_log == 0 or finished
+                    if at_log_point or self._checkpoint_due():
+                        metrics = {k: np.concatenate([m[k] for m in self.pending]) for k in self.pending[0]}
+                        chunk_steps = len(metrics["env_steps"]) * self.steps_per_cycle
+                        record = self._log(metrics, log, wandb_log, chunk_steps / pending_seconds, started, state)
+                        self.pending, pending_seconds = [], 0.0
+                        postfix = {
                             "return": f"{record['train/return_recent']:.1f}" if self.recent else "-",
                             "loss": f"{record.get('train/loss', float('nan')):.3g}",
-                        },
-                    )
-                    if stop.signal is not None:
+                        }
+                    boundary_saved = self._checkpoint_due() and not finished
+                    if boundary_saved:
                         state = self._boundary_and_save(state, log)
+                    if stop.signal is not None and not finished:
+                        if not boundary_saved:
+                            self._save_stopped(state, log)
                         status = "stopped"
                         break
-                    if self._checkpoint_due() and self.cycle < self.total_cycles:
-                        state = self._boundary_and_save(state, log)
                 if status == "finished":
                     state = self._boundary_and_save(state, log)
         finally:
@@ -412,18 +526,22 @@ class Trainer:
         if lines:
             self.sparsity = json.loads(lines[-1]).get("sparsity/overall")
 
-    def summary(self, state: TrainState, wall: float, status: str) -> dict[str, Any]:
+    def summary(self, state: TrainState, status: str) -> dict[str, Any]:
+        """The whole run's summary, across the segments of a resumed run."""
+        wall = self.wall_seconds()
+        steps = self.cycle * self.steps_per_cycle
         summary = {
             "algorithm": self.config.algorithm,
             "task_id": self.config.env.task_id,
             "seed": self.config.run.seed,
             "status": status,
-            "env_steps": self.cycle * self.steps_per_cycle,
+            "env_steps": steps,
             "episodes": len(self.returns),
             "return_recent": float(np.mean(self.recent)) if self.recent else None,
             "return_best_recent": None,
             "wall_seconds": wall,
-            "steps_per_second": None,
+            "steps_per_second": steps / wall if wall > 0 else None,
+            "segments": self.segments,
             "loop": self.kind,
             "sparsity": self.sparsity,
             **learner_sizes(state.learner),
@@ -435,13 +553,11 @@ class Trainer:
         return summary
 
 
-def _finish(trainer: Trainer, state: TrainState, status: str, wall: float, log: MetricsLog, wandb_log: WandbLog):
+def _finish(trainer: Trainer, state: TrainState, status: str, log: MetricsLog, wandb_log: WandbLog):
     config = trainer.config
     title = f"{config.algorithm} on {config.env.task_id} (seed {config.run.seed})"
     plot = plot_returns(trainer.folder, title, extra=metric_series(trainer.folder))
-    summary = trainer.summary(state, wall, status)
-    steps_run = summary["env_steps"]
-    summary["steps_per_second"] = steps_run / wall if wall > 0 else None
+    summary = trainer.summary(state, status)
     write_json(trainer.folder / "summary.json", summary)
     from sparseq.outputs.export import save_final_policy  # policy.eqx: what `sparseq export/evaluate` read
 
@@ -458,7 +574,6 @@ def _finish(trainer: Trainer, state: TrainState, status: str, wall: float, log: 
 
 
 def _execute(trainer: Trainer, state: TrainState, log: MetricsLog, wandb_log: WandbLog) -> RunResult:
-    started = time.perf_counter()
     try:
         state, status = trainer.run(state, log, wandb_log)
     except NonFiniteError:
@@ -468,7 +583,17 @@ def _execute(trainer: Trainer, state: TrainState, log: MetricsLog, wandb_log: Wa
         wandb_log.finish({"status": "non-finite"})
         trainer.checkpointer.close()
         raise
-    return _finish(trainer, state, status, time.perf_counter() - started, log, wandb_log)
+    return _finish(trainer, state, status, log, wandb_log)
+
+
+def _remove_if_unused(folder: Path, checkpoints: Path) -> None:
+    """Removes a run folder (and its checkpoint folder) that a run failing before its
+    first log point created: nothing in them is a result yet."""
+    metrics = folder / "metrics.jsonl"
+    if folder.is_dir() and not (metrics.exists() and metrics.stat().st_size):
+        shutil.rmtree(folder, ignore_errors=True)
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
 
 
 def train(
@@ -483,34 +608,51 @@ def train(
     `pipeline`, when given, must be built from `config` (another collector is fine):
     the run folder's pipeline.toml is what a rerun or resume rebuilds, so stages of your
     own go into `config.learner` / `config.operators` as `Stage("module:Class", ...)`.
-    Raises ConfigError for a bad config, before any folder is made.
+    Raises ConfigError for a bad config, before any folder is made; a run that fails
+    before its first step leaves no folder behind.
     """
     config = validate(config, lambda key: "config")
     if pipeline is None:
         pipeline = build_pipeline(config, source_of=lambda key: "config")
     else:
         check_pipeline_matches(config, pipeline)
-    folder = folder or new_run_folder(config, config.run.name or name)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pipeline.toml").write_text(to_toml(config))
-    trainer = Trainer(config, folder, pipeline)
-    log = MetricsLog(folder)
-    wandb_log = WandbLog(config.run.wandb, folder, folder.name, to_dict(config))
-    trainer.wandb_id = wandb_log.run_id
     state = pipeline.init(jax.random.key(config.run.seed))
-    return _execute(trainer, state, log, wandb_log)
+    created = folder is None or not folder.exists()
+    folder = folder or new_run_folder(config, config.run.name or name)
+    checkpoints = checkpoint_folder(config, folder).absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "pipeline.toml").write_text(to_toml(config))
+        write_run_record(folder, checkpoints)
+        trainer = Trainer(config, folder, pipeline, checkpoints)
+        log = MetricsLog(folder)
+        wandb_log = WandbLog(config.run.wandb, folder, folder.name, to_dict(config))
+        trainer.wandb_id = wandb_log.run_id
+        return _execute(trainer, state, log, wandb_log)
+    except NonFiniteError:
+        raise  # summary.json says where it diverged: a result
+    except BaseException:
+        if created and not any(checkpoints.glob("*")):
+            _remove_if_unused(folder, checkpoints)
+        raise
 
 
-def resume(config: PipelineConfig, folder: Path, step: int, meta: dict[str, Any]) -> RunResult:
+def resume(
+    config: PipelineConfig, folder: Path, step: int, meta: dict[str, Any], checkpoints: Path | None = None
+) -> RunResult:
     """Continues the run in `folder` from its checkpoint at `step` (see resume.py for
     the checks that come first)."""
     collector = make_collector(config, seed=pool_seed(config.run.seed, int(meta["boundary"])))
     pipeline = build_pipeline(config, collector=collector)
-    trainer = Trainer(config, folder, pipeline)
+    trainer = Trainer(config, folder, pipeline, checkpoints)
     template = pipeline.init(jax.random.key(config.run.seed))
-    state = trainer.checkpointer.restore(step, template, meta)
+    state, extra = trainer.checkpointer.restore(step, template, meta)
+    if meta.get("stopped"):
+        state = trainer.restore_stopped(state, template.collector, extra)
     trainer.cycle = int(meta["cycle"])
     trainer.boundary = int(meta["boundary"])
+    trainer.wall_before = float(meta.get("wall_seconds", 0.0))
+    trainer.segments = int(meta.get("segments", 1)) + 1
     log = MetricsLog(folder, truncate_to=(int(meta["metrics_lines"]), int(meta["episodes_lines"])))
     truncate_selections(folder, trainer.cycle * trainer.steps_per_cycle)
     trainer.restore_history(log)

@@ -57,7 +57,7 @@ def shapes_context(
         obs_shape=obs_shape,
         obs_dtype=obs_dtype,
         num_actions=num_actions,
-        total_steps=config.run.total_steps,
+        total_steps=config.run.schedule_steps or config.run.total_steps,
         sections={"network": config.network, "env": config.env, "replay": config.replay},
     )
 
@@ -116,7 +116,7 @@ def check_needs(config: PipelineConfig, learner: Any, operators: tuple, source_o
     values = value_state_of(state)
     roles = {role for op in operators for role in getattr(op, "owns", ())}
     if values.target is not None and "target_update" not in roles:
-        reason = "a separate target network needs an operator that updates it (target_sync or prune_select)"
+        reason = "a separate target network needs an operator that updates it (target_sync, polyak or prune_select)"
         raise ConfigError(
             source_of("learner.target"), reason, "learner.target", getattr(config.learner, "target", None)
         )

@@ -48,8 +48,16 @@ class RunConfig:
     seed: int = 0
     total_steps: int = 100_000
     """Environment steps (all environments together)."""
+    schedule_steps: int = 0
+    """Environment steps over which schedules given as fractions of the run (PolyPrune's
+    window, PruneSelect's horizon) are laid out; 0 = total_steps. A resume that changes
+    total_steps sets it to the old total, so every schedule stays in absolute steps."""
     log_every: int = 5_000
-    """Environment steps between log points (one jitted chunk each)."""
+    """Environment steps between log points."""
+    chunk_seconds: float = 2.0
+    """Wall-time bound of one jitted call of the loop: a stop signal (Ctrl-C, SIGTERM)
+    is answered within about this long. Chunk lengths are an argument of the compiled
+    loop, so this never recompiles it."""
     out_dir: str = "runs"
     """Run folders go to OUT_DIR/NAME-TIME/."""
     loop: Literal["auto", "scan", "cycle"] = "auto"

@@ -8,9 +8,11 @@ needs from the learner is checked when the pipeline is built (sparseq.pipeline.c
 """
 
 import dataclasses
+import typing
 from collections.abc import Callable
 from typing import Any
 
+from sparseq.pipeline.config.coerce import coerce
 from sparseq.pipeline.config.errors import ConfigError
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.stage_entries import typed_options
@@ -36,7 +38,9 @@ def _checks(prefix: str, owner: Any, rules: list[Rule]) -> list[Check]:
 def _run_rules(c: PipelineConfig) -> list[Rule]:
     return [
         ("run.total_steps", c.run.total_steps > 0, "must be > 0"),
+        ("run.schedule_steps", c.run.schedule_steps >= 0, "must be >= 0 (0 = run.total_steps)"),
         ("run.log_every", c.run.log_every > 0, "must be > 0"),
+        ("run.chunk_seconds", c.run.chunk_seconds > 0, "must be > 0"),
         ("run.seed", c.run.seed >= 0, "must be >= 0"),
         ("run.checkpoint_every", c.run.checkpoint_every >= 0, "must be >= 0 (0 = only at the end)"),
         ("run.keep_checkpoints", c.run.keep_checkpoints >= 1, "must be >= 1"),
@@ -137,9 +141,41 @@ def _composition(config: PipelineConfig, source_of: SourceOf) -> None:
                 refuse(i, owners[role], role, "must come before operator {j} ({other}), which does the {role}")
 
 
+def _type_errors(section: Any, prefix: str) -> list[tuple[str, str, Any]]:
+    """(key, reason, value) for every field of the dataclass `section` (recursively)
+    whose value does not have its declared type: a config built in Python skips the
+    loader's checks of file and flag values."""
+    errors = []
+    hints = typing.get_type_hints(type(section))
+    for field in dataclasses.fields(section):
+        value, hint, key = getattr(section, field.name), hints.get(field.name), f"{prefix}{field.name}"
+        if isinstance(value, Stage):
+            if dataclasses.is_dataclass(value.options):
+                errors += _type_errors(value.options, f"{prefix}{field.name}.")
+        elif dataclasses.is_dataclass(value):
+            errors += _type_errors(value, f"{key}.")
+        elif field.name == "operators" and isinstance(value, tuple):
+            kinds = [op.kind for op in value if isinstance(op, Stage)]
+            for i, op in enumerate(value):
+                if isinstance(op, Stage) and dataclasses.is_dataclass(op.options):
+                    errors += _type_errors(op.options, f"{operator_key(kinds, i)}.")
+        elif hint is not None and _is_checkable(hint):
+            try:
+                coerce(hint, value, from_text=False)
+            except ValueError as error:
+                errors.append((key, str(error), value))
+    return errors
+
+
+def _is_checkable(hint: Any) -> bool:
+    return hint in (int, float, bool, str) or typing.get_origin(hint) in (typing.Literal, tuple)
+
+
 def validate(config: PipelineConfig, source_of: SourceOf) -> PipelineConfig:
     """Checks `config`; returns it with typed stage options. Raises ConfigError."""
     config = with_typed_stages(config, source_of)
+    for key, reason, value in _type_errors(config, ""):
+        raise ConfigError(source_of(key), reason, key, value, has_value=True)
     for key, ok, reason, value in _all_checks(config):
         if not ok:
             raise ConfigError(source_of(key), reason, key, value, has_value=True)

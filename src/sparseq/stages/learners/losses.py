@@ -29,6 +29,19 @@ def td_targets(reward: Array, discount: Array, next_values: Array) -> Array:
     return jax.lax.stop_gradient(reward[:, None] + discount[:, None] * bootstrap)
 
 
+def double_td_targets(reward: Array, discount: Array, next_values: Array, selection_values: Array) -> Array:
+    """Double DQN targets: the bootstrap action of each head is the argmax of
+    `selection_values` (the online network at s'), valued by `next_values` (the target
+    network at s').
+
+    reward, discount: (B,); next_values, selection_values: (B, H', A) -> (B, H'), no
+    gradient. With selection_values = next_values this is `td_targets`.
+    """
+    action = jnp.argmax(selection_values, axis=-1)  # (B, H')
+    bootstrap = jnp.take_along_axis(next_values, action[..., None], axis=-1)[..., 0]
+    return jax.lax.stop_gradient(reward[:, None] + discount[:, None] * bootstrap)
+
+
 def iterated_td_losses(q_values: Array, action: Array, targets: Array, element_loss: ElementLoss = l2) -> Array:
     """Per-head TD losses.
 

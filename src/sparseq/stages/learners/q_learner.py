@@ -9,6 +9,10 @@ One class covers the discrete-action methods:
   same network; the `SharedTargetShift` operator moves the window.
 - EauDeDQN: P = K masked networks against ONE shared target network, computed once per
   batch; the `PruneSelect` operator picks the winner.
+
+Knobs on top of any of them: Double DQN (`double_q`, with a target network), the
+optimizer, its learning-rate schedule and gradient clipping (sparseq.stages.learners.
+optimizers), and per-member training diagnostics (`diagnostics`).
 """
 
 from collections.abc import Callable
@@ -22,7 +26,15 @@ import optax
 from jax import Array
 
 from sparseq.stages.context import BuildContext
-from sparseq.stages.learners.losses import huber, iterated_td_losses, l2, online_and_source_heads, td_targets
+from sparseq.stages.learners.losses import (
+    double_td_targets,
+    huber,
+    iterated_td_losses,
+    l2,
+    online_and_source_heads,
+    td_targets,
+)
+from sparseq.stages.learners.optimizers import make_optimizer, total_updates
 from sparseq.stages.learners.options import LearnerOptions
 from sparseq.stages.learners.population import select_member, stack_members
 from sparseq.stages.learners.value_state import ValueState
@@ -44,8 +56,25 @@ class QLearnerOptions(LearnerOptions):
     target: TargetKind = "network"
     """network: a separate target network (DQN; an operator must update it, e.g.
     target_sync); online: current parameters under stop-gradient (TF-DQN, iS-QL)."""
+    double_q: bool = False
+    """Double DQN: the bootstrap action at s' is the argmax of the online network (each
+    member's own; the source head's index with iterated heads), valued by the target
+    network. Needs target = "network"."""
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    """optax's adam, adamw, rmsprop (decay 0.9, not centered) or sgd (no momentum)."""
     learning_rate: float = 3e-4
+    """The (initial, with a schedule) learning rate."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """linear / cosine: from learning_rate to lr_end over the run's gradient steps,
+    (run.total_steps - warmup) // update_every."""
+    lr_end: float = 0.0
+    """The learning rate of the last gradient step with lr_schedule linear or cosine."""
     adam_eps: float = 1e-8
+    """eps of adam, adamw and rmsprop."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay of adamw."""
+    max_grad_norm: float = 0.0
+    """Clip each member's gradient to this global norm before the optimizer (0 = off)."""
     loss: Literal["l2", "huber"] = "l2"
     online_forward: Literal["concat", "separate"] = "concat"
     """With target = "online" (TF-DQN, iS-QL): "concat" passes concat(s, s') through
@@ -56,12 +85,20 @@ class QLearnerOptions(LearnerOptions):
     """P online networks learning from the same batches (EauDeQN's K)."""
     masked: bool = False
     """Keep sparsity masks (dense at first) for a pruning operator to shrink."""
+    diagnostics: bool = False
+    """Also report per member q_mean, q_max, td_error_std and grad_norm at every update."""
 
     def rules(self) -> list[Rule]:
         return [
             *super().rules(),
+            ("double_q", not self.double_q or self.target == "network", "needs target='network'"),
             ("learning_rate", self.learning_rate > 0, "must be > 0"),
+            ("lr_end", self.lr_end >= 0, "must be >= 0"),
+            ("lr_end", self.lr_end == 0 or self.lr_schedule != "constant", "needs lr_schedule 'linear' or 'cosine'"),
             ("adam_eps", self.adam_eps > 0, "must be > 0"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("weight_decay", self.weight_decay == 0 or self.optimizer == "adamw", "needs optimizer 'adamw'"),
+            ("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0 (0 = no clipping)"),
             ("population", self.population >= 1, "must be >= 1"),
         ]
 
@@ -81,7 +118,16 @@ class QLearner(eqx.Module):
         if a layer ever uses batch statistics). "separate": s' in its own forward
         under stop-gradient. Same values for per-example layers (LayerNorm included),
         but the backward pass skips the s' half: about 2x cheaper for a conv torso on
-        CPU, while the MLP is ~10% faster with "concat".
+        CPU, while the MLP is ~10% faster with "concat". With double_q it also says
+        how s' goes through the online network for the argmax.
+    double_q: Double DQN bootstrap (target="network" only): argmax of the online
+        network at s', valued by the target network.
+    diagnostics: `update` also returns per member "q_mean", "q_max", "td_error_std"
+        and "grad_norm" (before clipping; of the kept weights when masked), each (P,).
+    mask_gradients: with masks, zero the pruned weights' gradients before the
+        optimizer, so a clip's global norm counts the kept weights only. Off, the
+        pruned weights' steps are masked after the update (the same weights; set by
+        `from_options` when max_grad_norm > 0, leaving unclipped runs bit-identical).
     """
 
     make_network: Callable[[Array], QNetwork] = eqx.field(static=True)
@@ -92,22 +138,34 @@ class QLearner(eqx.Module):
     target: TargetKind = eqx.field(static=True, default="network")
     loss: Literal["l2", "huber"] = eqx.field(static=True, default="l2")
     online_forward: Literal["concat", "separate"] = eqx.field(static=True, default="concat")
+    double_q: bool = eqx.field(static=True, default=False)
+    diagnostics: bool = eqx.field(static=True, default=False)
+    mask_gradients: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        if self.double_q and self.target != "network":
+            raise ValueError("double_q needs target='network' (a separate target network)")
 
     Options = QLearnerOptions
 
     @classmethod
     def from_options(cls, options: QLearnerOptions, context: BuildContext) -> "QLearner":
-        """The Q-network of the [network] section, K + 1 heads when it iterates."""
+        """The Q-network of the [network] section, K + 1 heads when it iterates; the
+        optimizer's schedule spans the run's gradient steps."""
         network: NetworkConfig = context.sections["network"]
+        updates = total_updates(context.total_steps, options.warmup, options.update_every)
         return cls(
             make_network=make_network_factory(network, context.obs_shape, network.num_heads, context.num_actions),
-            optimizer=optax.adam(options.learning_rate, eps=options.adam_eps),
+            optimizer=make_optimizer(options, updates),
             num_actions=context.num_actions,
             population=options.population,
             masked=options.masked,
             target=options.target,
             loss=options.loss,
             online_forward=options.online_forward,
+            double_q=options.double_q,
+            diagnostics=options.diagnostics,
+            mask_gradients=options.masked and options.max_grad_norm > 0,
         )
 
     def init(self, key: Array) -> LearnerState:
@@ -165,21 +223,41 @@ class QLearner(eqx.Module):
     def update(self, state: LearnerState, batch: Batch) -> tuple[LearnerState, dict[str, Array]]:
         """One gradient step of every member on the same batch.
 
-        Returns the new state and metrics: "loss" (P,) and "head_losses" (P, H').
+        Returns the new state and metrics, each with a leading population axis P:
+        "loss" (P,) the mean of the trained heads' losses (what train/loss logs, so a
+        K-head iS-DQN reads like DQN), "loss_sum" (P,) their sum (the loss that is
+        differentiated, and what `loss_sums` accumulates for the selection operators),
+        "head_losses" (P, H'), and with `diagnostics` also "q_mean", "q_max",
+        "td_error_std" and "grad_norm" (P,).
         """
         num_heads = state.online.num_heads
         trained, source = online_and_source_heads(num_heads)
         element_loss = self._element_loss()
         batch_size = batch.action.shape[0]
         shared_targets = None
+        target_next_values = None
         if self.target == "network":
             next_values = state.target.batched(batch.next_obs)[:, source]
-            shared_targets = td_targets(batch.reward, batch.discount, next_values)
+            if self.double_q:
+                target_next_values = next_values  # valued at each member's own argmax
+            else:
+                shared_targets = td_targets(batch.reward, batch.discount, next_values)
 
-        def loss_fn(network: QNetwork) -> tuple[Array, Array]:
+        def loss_fn(network: QNetwork) -> tuple[Array, tuple[Array, dict[str, Array]]]:
             if shared_targets is not None:
                 q_values = network.batched(batch.obs)
                 targets = shared_targets
+            elif target_next_values is not None:
+                # Double DQN: this member's greedy action at s' (same head index as the
+                # source head), valued by the target network.
+                if self.online_forward == "separate":
+                    q_values = network.batched(batch.obs)
+                    selection = jax.lax.stop_gradient(network).batched(batch.next_obs)[:, source]
+                else:
+                    both = network.batched(jnp.concatenate([batch.obs, batch.next_obs], axis=0))
+                    q_values = both[:batch_size]
+                    selection = jax.lax.stop_gradient(both[batch_size:, source])
+                targets = double_td_targets(batch.reward, batch.discount, target_next_values, selection)
             elif self.online_forward == "separate":
                 q_values = network.batched(batch.obs)
                 next_values = jax.lax.stop_gradient(network).batched(batch.next_obs)[:, source]
@@ -190,19 +268,24 @@ class QLearner(eqx.Module):
                 q_values = both[:batch_size]
                 targets = td_targets(batch.reward, batch.discount, both[batch_size:, source])
             head_losses = iterated_td_losses(q_values[:, trained], batch.action, targets, element_loss)
-            return jnp.sum(head_losses), head_losses
+            stats = self._value_stats(q_values[:, trained], batch.action, targets) if self.diagnostics else {}
+            return jnp.sum(head_losses), (head_losses, stats)
 
         def member_update(network: QNetwork, opt_state: Any, masks: Any):
-            (loss, head_losses), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(network)
+            (loss, (head_losses, stats)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(network)
+            if self.mask_gradients:
+                grads = apply_masks(grads, masks)
+            if self.diagnostics:
+                stats = {**stats, "grad_norm": optax.global_norm(apply_masks(grads, masks))}
             params = eqx.filter(network, eqx.is_array)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
             network = eqx.apply_updates(network, updates)
             if masks is not None:
                 network = apply_masks(network, masks)
                 opt_state = mask_optimizer_state(opt_state, masks)
-            return network, opt_state, loss, head_losses
+            return network, opt_state, loss, head_losses, stats
 
-        online, opt_state, loss, head_losses = eqx.filter_vmap(member_update)(
+        online, opt_state, loss, head_losses, stats = eqx.filter_vmap(member_update)(
             state.online, state.opt_state, state.masks
         )
         new_state = eqx.tree_at(
@@ -210,4 +293,12 @@ class QLearner(eqx.Module):
             state,
             (online, opt_state, state.loss_sums + loss, state.updates + 1),
         )
-        return new_state, {"loss": loss, "head_losses": head_losses}
+        metrics = {"loss": jnp.mean(head_losses, axis=-1), "loss_sum": loss, "head_losses": head_losses}
+        return new_state, {**metrics, **stats}
+
+    @staticmethod
+    def _value_stats(q_values: Array, action: Array, targets: Array) -> dict[str, Array]:
+        """q_values: (B, H', A) of the trained heads; targets: (B, H') -> scalars."""
+        chosen = jnp.take_along_axis(q_values, action[:, None, None], axis=-1)[..., 0]
+        stats = {"q_mean": jnp.mean(chosen), "q_max": jnp.max(q_values), "td_error_std": jnp.std(targets - chosen)}
+        return jax.lax.stop_gradient(stats)
