@@ -25,18 +25,18 @@ def steps_to_reach_threshold(seed: int) -> int | None:
     config = load_pipeline("dqn-cartpole", [f"--run.seed={seed}"])[0]
     assert config.run.total_steps == MAX_STEPS
     pipeline = build_pipeline(config)
-    runner = ChunkRunner(pipeline, "scan")
     state = pipeline.init(jax.random.key(seed))
     per_cycle = pipeline.steps_per_cycle
     total = MAX_STEPS // per_cycle
     chunk = config.run.log_every // per_cycle
     first_learning = next(c for c in range(total) if pipeline.learns_in_cycle(c))
+    runner = ChunkRunner(pipeline, "scan", max_cycles=max(chunk, first_learning))
     returns: list[float] = []
     cycle = 0
     while cycle < total:
-        # the warm-up, then equal learning chunks (one compilation each kind)
+        # the warm-up, then equal learning chunks (one compiled loop per kind)
         end = first_learning if cycle < first_learning else min(cycle + chunk, total)
-        state, metrics = runner(state, cycle >= first_learning, end - cycle)
+        state, metrics, _ = runner(state, cycle >= first_learning, end - cycle)
         cycle = end
         returns.extend(r for _, r, _ in summarize_chunk(metrics)[1])
         if len(returns) >= WINDOW:

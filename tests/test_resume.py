@@ -41,15 +41,18 @@ def _final_arrays(checkpoints: Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in restored["state"].items()}
 
 
-def _kill_after_first_checkpoint(cwd: Path, name: str, pipeline: str, flags: list[str]) -> Path:
-    process = subprocess.Popen(
+def _start(cwd: Path, name: str, pipeline: str, flags: list[str], **options) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "sparseq.cli", "train", pipeline, f"--run.name={name}", *flags],
         cwd=cwd,
         env=cli_env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        **options,
     )
+
+
+def _kill_after_first_checkpoint(cwd: Path, name: str, pipeline: str, flags: list[str]) -> Path:
+    process = _start(cwd, name, pipeline, flags, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     try:
         while time.time() < deadline:
@@ -95,8 +98,8 @@ def test_sigkill_and_resume_equals_straight_run(tmp_path, pipeline, extra):
 
 
 SIGNAL_FLAGS = [
-    "--run.total-steps=16000",
-    "--run.log-every=4000",
+    "--run.total-steps=8000",
+    "--run.log-every=2000",
     "--run.chunk-seconds=0.2",
     "--learner.warmup=200",
     "--replay.capacity=2000",
@@ -106,20 +109,14 @@ SIGNAL_FLAGS = [
 ]
 
 
-def _signal_midway(cwd: Path, name: str, pipeline: str, flags: list[str], sig: int) -> Path:
-    """Starts a run, sends `sig` once its first log line is written, waits for it."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sparseq.cli", "train", pipeline, f"--run.name={name}", *flags],
-        cwd=cwd,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _signal_midway(cwd: Path, name: str, pipeline: str, flags: list[str], sig: int, after: str) -> Path:
+    """Starts a run, sends `sig` once a file matching `after` (a glob with {name}) is
+    written, waits for the run to stop."""
+    process = _start(cwd, name, pipeline, flags, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        metrics = list(cwd.glob(f"runs/{name}-*/metrics.jsonl"))
-        if metrics and metrics[0].read_text().strip():
+        found = list(cwd.glob(after.format(name=name)))
+        if found and (found[0].is_dir() or found[0].read_text().strip()):
             break
         time.sleep(0.02)
     process.send_signal(sig)
@@ -130,23 +127,30 @@ def _signal_midway(cwd: Path, name: str, pipeline: str, flags: list[str], sig: i
 
 
 @pytest.mark.parametrize(
-    ("pipeline", "sig", "extra"),
+    ("pipeline", "sig", "extra", "after"),
     [
-        ("dqn-cartpole", signal.SIGINT, []),
-        ("eaudedqn-cartpole", signal.SIGTERM, ["--run.checkpoint-every=2000", *MEMBER_EXPLORATION]),
+        # Between the start and the first boundary (the end), after the first log line.
+        ("dqn-cartpole", signal.SIGINT, [], "runs/{name}-*/metrics.jsonl"),
+        # After the boundary at step 4000 (pool re-created with its own seed).
+        (
+            "eaudedqn-cartpole",
+            signal.SIGTERM,
+            ["--run.checkpoint-every=4000", *MEMBER_EXPLORATION],
+            "checkpoints/{name}-*/4000",
+        ),
     ],
 )
-def test_signal_and_resume_from_elsewhere_equals_straight_run(tmp_path, pipeline, sig, extra):
+def test_signal_and_resume_from_elsewhere_equals_straight_run(tmp_path, pipeline, sig, extra, after):
     """A stop between boundaries adds none: the checkpoint keeps the actions since the
     last boundary and the resumed run (started in another working directory) steps a
     fresh pool through them, so every output equals the straight run's."""
     flags = [*SIGNAL_FLAGS, *extra]
     straight = _sparseq(tmp_path, "train", pipeline, "--run.name=straight", *flags)
     assert straight.returncode == 0, straight.stderr[-2000:]
-    stopped = _signal_midway(tmp_path, "stopped", pipeline, flags, sig)
+    stopped = _signal_midway(tmp_path, "stopped", pipeline, flags, sig, after)
     (checkpoints,) = tmp_path.glob("checkpoints/stopped-*")
     steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
-    assert steps and steps[-1] < 16000, steps
+    assert steps and steps[-1] < 8000, steps
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     resumed = _sparseq(elsewhere, "train", "--resume", str(stopped))
@@ -161,7 +165,7 @@ def test_signal_and_resume_from_elsewhere_equals_straight_run(tmp_path, pipeline
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     summary = json.loads((stopped / "summary.json").read_text())
-    assert summary["segments"] == 2 and summary["env_steps"] == 16000
+    assert summary["segments"] == 2 and summary["env_steps"] == 8000
     record = json.loads((stopped / "run.json").read_text())
     assert [s.get("from_step") for s in record["segments"]] == [None, steps[-1]]
     assert record["software"]["packages"]["jax"] and record["software"]["sparseq"]

@@ -58,6 +58,27 @@ def test_run_folder_contents(scan_run):
     assert int(result.state.env_steps) == 400 and int(result.state.learner.updates) == 351
 
 
+def test_train_updates_counts_gradient_steps_with_several_envs(make_config):
+    """4 environments with update_every 1: 4 gradient steps per cycle, all counted."""
+    config = make_config(env={"num_envs": 4}, run={"total_steps": 2000, "log_every": 500})
+    result = train(config, name="four")
+    logged = sum(m["train/updates"] for m in read_metrics(result.folder))
+    assert logged == int(result.state.learner.updates) > 1500
+
+
+def test_python_config_is_validated_before_any_folder(tmp_path, make_config):
+    from sparseq.pipeline.config.errors import ConfigError
+    from sparseq.pipeline.config.schema import NetworkConfig, PipelineConfig, ReplayConfig
+
+    out = tmp_path / "python-runs"
+    run = dataclasses.replace(make_config().run, out_dir=str(out))
+    with pytest.raises(ConfigError, match=r"^config: replay.batch_size = 0: must be > 0$"):
+        train(PipelineConfig(run=run, replay=ReplayConfig(batch_size=0)))
+    with pytest.raises(ConfigError, match=r"^config: network.hidden = '64': must be a list of int$"):
+        train(PipelineConfig(run=run, network=NetworkConfig(hidden="64")))
+    assert not out.exists()
+
+
 def test_cycle_loop_matches_the_scan_loop(scan_run, make_config):
     config, scanned = scan_run
     run = dataclasses.replace(config.run, loop="cycle", out_dir=make_config().run.out_dir)

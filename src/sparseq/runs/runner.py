@@ -310,7 +310,7 @@ class _StopRequest:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
-        print("\nstopping after the current chunk (checkpoint first); Ctrl-C again to stop now", file=sys.stderr)
+        print("\nstopping (a checkpoint first); Ctrl-C again to stop now", file=sys.stderr)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -404,12 +404,14 @@ class Trainer:
     def _save_stopped(self, state: TrainState, log: MetricsLog) -> None:
         """Saves where a signal stopped the run, with no boundary (see boundary.py):
         the unlogged metrics and the actions since the boundary go with the state."""
+        steps = self.cycle * self.steps_per_cycle
+        print(f"\nstopped at step {steps:,}; saving a checkpoint", file=sys.stderr)
         extra = {}
         if self.pending:
             extra.update({PENDING + k: np.concatenate([m[k] for m in self.pending]) for k in self.pending[0]})
         if self.boundary_actions:
             extra["actions"] = np.concatenate(self.boundary_actions)
-        self.checkpointer.save(self.cycle * self.steps_per_cycle, state, {**self._meta(log), "stopped": True}, extra)
+        self.checkpointer.save(steps, state, {**self._meta(log), "stopped": True}, extra)
 
     def restore_stopped(self, state: TrainState, fresh: Any, extra: dict[str, np.ndarray]) -> TrainState:
         """The inverse of `_save_stopped`; `fresh`: the new pool's state after its reset."""
