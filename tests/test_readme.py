@@ -37,3 +37,19 @@ def test_ci_runs_the_readme_test_command():
     commands = [line for b in code_blocks("bash") for line in b.splitlines() if "pytest" in line]
     assert len(commands) == 1, commands
     assert commands[0].strip() in (REPO / ".ci" / "run").read_text()
+
+
+def test_learner_knobs_example_loads_and_builds(tmp_path):
+    """The README's learner-knobs pipeline file is a valid pipeline with those knobs."""
+    from sparseq.pipeline.config import load_pipeline
+    from sparseq.pipeline.config.build import build_pipeline
+
+    (block,) = [b for b in code_blocks("toml") if 'kind = "polyak"' in b]
+    path = tmp_path / "knobs.toml"
+    path.write_text(block)
+    config = load_pipeline(str(path))[0]
+    options = config.learner.options
+    assert (options.double_q, options.optimizer, options.lr_schedule) == (True, "adamw", "cosine")
+    assert [op.kind for op in config.operators] == ["polyak"]
+    pipeline = build_pipeline(config)
+    assert pipeline.operators[0].tau == 0.005

@@ -134,7 +134,7 @@ def _signal_midway(cwd: Path, name: str, pipeline: str, flags: list[str], sig: i
         # After the boundary at step 4000 (pool re-created with its own seed).
         (
             "eaudedqn-cartpole",
-            signal.SIGTERM,
+            signal.SIGINT,
             ["--run.checkpoint-every=4000", *MEMBER_EXPLORATION],
             "checkpoints/{name}-*/4000",
         ),

@@ -5,6 +5,8 @@ fatal; the Nature-CNN (Atari) pipeline runs end to end."""
 
 import dataclasses
 import json
+import os
+import signal
 import warnings
 
 import equinox as eqx
@@ -220,3 +222,19 @@ def test_atari_nature_cnn_pipeline_runs(make_config):
     assert sum(m["train/updates"] for m in metrics) == (48 - 24 + 4) // 4  # one update per 4 steps
     assert result.summary["loop"] == loop_kind(config)
     assert np.isfinite(metrics[-1]["train/loss"])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_request_the_same_stop(sig):
+    """Both signals set the flag the loop reads (a stop with a checkpoint), and the
+    previous handlers come back afterwards; a second SIGINT interrupts at once."""
+    from sparseq.runs.runner import _StopRequest
+
+    before = signal.getsignal(sig)
+    with _StopRequest() as stop:
+        os.kill(os.getpid(), sig)
+        assert stop.signal == sig
+        if sig == signal.SIGINT:
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), sig)
+    assert signal.getsignal(sig) == before
