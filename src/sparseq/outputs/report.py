@@ -42,71 +42,54 @@ Reading a run needs only its files: pipeline.toml, summary.json (absent when the
 killed), episodes.csv and metrics.jsonl. No JAX is imported.
 """
 
-import csv
 import dataclasses
-import itertools
 import json
 import math
 import sys
 import tomllib
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FINAL_FRACTION = 0.1
-SPARSITY_KEY = "sparsity/overall"
-MIN_SEEDS = 3  # intervals over fewer seeds are marked as not meaningful
-FINISHED = "finished"
-NO_SUMMARY = "unfinished (no summary.json)"
-
-# Configuration keys that do not change what a run learns, left out when runs are grouped
-# (a trailing ".*" matches every key below it). The seed is what a group aggregates over.
-# Names, output and checkpoint locations, progress display, logging period, wandb and
-# checkpoint retention only change what is written; chunk_seconds only bounds how long
-# one jitted call runs (the chunk length is an argument of the same loop). The
-# checkpoint_every boundaries re-seed the pools: that only redraws randomness, like a
-# seed. The loop flavour (scan or cycle) computes the same updates. Evaluation runs on
-# its own pool and is never trained on; python_path only says where plugins come from.
-# run.total_steps is NOT here: a longer run is a different experiment.
-NON_LEARNING_KEYS = (
-    "run.seed",
-    "run.name",
-    "run.out_dir",
-    "run.checkpoint_dir",
-    "run.progress",
-    "run.wandb.*",
-    "run.log_every",
-    "run.chunk_seconds",
-    "run.keep_checkpoints",
-    "run.checkpoint_every",
-    "run.loop",
-    "eval.*",
-    "python_path",
+from sparseq.outputs.report_groups import (
+    NON_LEARNING_KEYS,
+    GroupName,
+    cross_task_differences,
+    deduplicate,
+    is_learning_key,
+    name_by_configuration,
+    name_by_keys,
+    pooled_differences,
+    resolve_keys,
+    split_finished,
 )
+from sparseq.outputs.report_runs import (
+    FINAL_FRACTION,
+    MIN_SEEDS,
+    SPARSITY_KEY,
+    ReportError,
+    RunData,
+    find_runs,
+    flatten_config,
+    group_rows,
+    read_run,
+)
+from sparseq.outputs.report_stats import bootstrap_iqm, iqm
 
-
-class ReportError(Exception):
-    """Bad input to `sparseq report`; the message is one line."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunData:
-    folder: Path
-    algorithm: str
-    task_id: str
-    seed: int
-    env_steps: int  # final environment step count of the run
-    episode_steps: np.ndarray  # (E,) int: env_steps at which each training episode ended
-    episode_returns: np.ndarray  # (E,) float: raw undiscounted returns
-    sparsity_steps: np.ndarray  # (L,) int: log points that carry `sparsity/overall`
-    sparsity: np.ndarray  # (L,) float in [0, 1]
-    status: str = FINISHED  # summary.json "status", or NO_SUMMARY
-    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # flattened pipeline.toml
-    summary_mtime: float = 0.0  # modification time of summary.json (0 without one)
+__all__ = [
+    "FINAL_FRACTION",
+    "SPARSITY_KEY",
+    "ReportError",
+    "RunData",
+    "bootstrap_iqm",
+    "flatten_config",
+    "is_learning_key",
+    "read_run",
+    "write_report",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,328 +101,6 @@ class RunScore:
     final_sparsity: float | None  # last logged sparsity/overall, None for dense runs
     reference: tuple[float, float] | None  # (random, human) scores of the task, if known
     group: str = ""  # the group's name, e.g. "eaudedqn [criterion=global]"
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-def is_run_folder(path: Path) -> bool:
-    return (
-        path.is_dir()
-        and (path / "episodes.csv").exists()
-        and ((path / "summary.json").exists() or (path / "pipeline.toml").exists())
-    )
-
-
-def find_runs(paths: Sequence[Path]) -> list[Path]:
-    """Run folders named or found (recursively) under `paths`, sorted, without duplicates."""
-    found: set[Path] = set()
-    for path in paths:
-        if not path.exists():
-            raise ReportError(f"{path}: no such run folder or directory")
-        if is_run_folder(path):
-            found.add(path.resolve())
-            continue
-        if not path.is_dir():
-            raise ReportError(f"{path}: not a run folder (no episodes.csv with summary.json or pipeline.toml)")
-        for marker in path.rglob("episodes.csv"):
-            if is_run_folder(marker.parent):
-                found.add(marker.parent.resolve())
-    return sorted(found)
-
-
-def _read_json_lines(path: Path) -> list[dict[str, Any]]:
-    records = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a run killed mid-write may leave a partial last line
-    return records
-
-
-def flatten_config(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A TOML table as {dotted key: hashable value}.
-
-    A list of tables (`[[operators]]`) becomes `<key>` = tuple of their kinds plus
-    `<key>.<kind>.<field>`, or `<key>.<index>.<field>` (kind included) when a kind repeats
-    or a table has none. Other lists become tuples.
-    """
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{dotted}."))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            flat.update(_flatten_tables(value, dotted))
-        else:
-            flat[dotted] = _hashable(value)
-    return flat
-
-
-def _flatten_tables(tables: list[dict[str, Any]], dotted: str) -> dict[str, Any]:
-    kinds = [str(t.get("kind", i)) for i, t in enumerate(tables)]
-    by_kind = len(set(kinds)) == len(kinds) and all("kind" in t for t in tables)
-    flat: dict[str, Any] = {dotted: tuple(kinds)}
-    for index, (kind, table) in enumerate(zip(kinds, tables)):
-        fields = {k: v for k, v in table.items() if not (by_kind and k == "kind")}
-        flat.update(flatten_config(fields, f"{dotted}.{kind if by_kind else index}."))
-    return flat
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
-    return value
-
-
-def _read_config(folder: Path) -> dict[str, Any]:
-    """Flattened pipeline.toml, {} when the folder has none."""
-    path = folder / "pipeline.toml"
-    if not path.exists():
-        return {}
-    try:
-        with path.open("rb") as handle:
-            return flatten_config(tomllib.load(handle))
-    except (tomllib.TOMLDecodeError, OSError, ValueError) as error:
-        raise ReportError(f"{path}: unreadable pipeline file ({error})") from None
-
-
-def _read_summary(folder: Path) -> dict[str, Any] | None:
-    """summary.json, None when the run was killed before writing it."""
-    path = folder / "summary.json"
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError) as error:
-        raise ReportError(f"{path}: unreadable summary ({error})") from None
-    if not isinstance(summary, dict):
-        raise ReportError(f"{path}: unreadable summary (not a JSON object)")
-    return summary
-
-
-def _identity(folder: Path, summary: dict[str, Any] | None, config: Mapping[str, Any]) -> tuple[str, str, int]:
-    """(algorithm, task_id, seed) from summary.json, else pipeline.toml (a diverged run's
-    summary carries only its status and env_steps)."""
-    summary = summary or {}
-    try:
-        return (
-            str(summary.get("algorithm", config.get("algorithm", "dqn"))),
-            str(summary.get("task_id", config.get("env.task_id", "CartPole-v1"))),
-            int(summary.get("seed", config.get("run.seed", 0))),
-        )
-    except (TypeError, ValueError) as error:
-        raise ReportError(f"{folder}: unreadable seed ({error})") from None
-
-
-def _status(summary: dict[str, Any] | None) -> str:
-    if summary is None:
-        return NO_SUMMARY
-    # Summaries written before runs recorded a status were only written by finished runs.
-    return str(summary.get("status", FINISHED))
-
-
-def read_run(folder: Path) -> RunData:
-    summary, config = _read_summary(folder), _read_config(folder)
-    algorithm, task_id, seed = _identity(folder, summary, config)
-    env_steps = (summary or {}).get("env_steps")
-    steps, returns = [], []
-    with (folder / "episodes.csv").open() as handle:
-        for row in csv.DictReader(handle):
-            try:
-                steps.append(int(row["env_steps"]))
-                returns.append(float(row["episode_return"]))
-            except (KeyError, TypeError, ValueError):
-                continue
-    records = _read_json_lines(folder / "metrics.jsonl")
-    sparse = [(int(r["env_steps"]), float(r[SPARSITY_KEY])) for r in records if r.get(SPARSITY_KEY) is not None]
-    if env_steps is None:  # killed run: the last log point or episode is as far as it got
-        env_steps = max([int(r.get("env_steps", 0)) for r in records] + steps + [0])
-    return RunData(
-        folder=folder,
-        algorithm=algorithm,
-        task_id=task_id,
-        seed=seed,
-        env_steps=int(env_steps),
-        episode_steps=np.asarray(steps, dtype=np.int64),
-        episode_returns=np.asarray(returns, dtype=np.float64),
-        sparsity_steps=np.asarray([s for s, _ in sparse], dtype=np.int64),
-        sparsity=np.asarray([v for _, v in sparse], dtype=np.float64),
-        status=_status(summary),
-        config=config,
-        summary_mtime=(folder / "summary.json").stat().st_mtime if summary is not None else 0.0,
-    )
-
-
-# ----------------------------------------------------------------------------- grouping
-
-ConfigKey = tuple[str, str, tuple[tuple[str, Any], ...]]
-GroupName = tuple[str, dict[str, Any]]  # (name, {dotted key: value} of the keys naming it)
-
-
-def is_learning_key(key: str) -> bool:
-    """False for the keys NON_LEARNING_KEYS names."""
-    return not any(
-        key == pattern or (pattern.endswith(".*") and key.startswith(pattern[:-1])) for pattern in NON_LEARNING_KEYS
-    )
-
-
-def learning_config(run: RunData) -> tuple[tuple[str, Any], ...]:
-    """Sorted (dotted key, value) pairs of the run's configuration that change learning."""
-    return tuple(sorted((k, v) for k, v in run.config.items() if is_learning_key(k)))
-
-
-def config_key(run: RunData) -> ConfigKey:
-    """Equal for runs that are seeds (or reruns) of one configuration."""
-    return run.algorithm, run.task_id, learning_config(run)
-
-
-def split_finished(runs: Sequence[RunData]) -> tuple[list[RunData], list[RunData]]:
-    """(finished runs, the others: diverged, stopped, killed)."""
-    return [r for r in runs if r.status == FINISHED], [r for r in runs if r.status != FINISHED]
-
-
-def deduplicate(runs: Sequence[RunData]) -> tuple[list[RunData], list[tuple[RunData, RunData]]]:
-    """One run per (configuration, seed): the one with the most environment steps, then
-    the newest summary.json. Returns (kept, [(dropped, the run kept instead)])."""
-    best: dict[tuple[ConfigKey, int], RunData] = {}
-    for run in runs:
-        key = (config_key(run), run.seed)
-        if key not in best or _preference(run) > _preference(best[key]):
-            best[key] = run
-    kept = sorted(best.values(), key=lambda r: (r.algorithm, r.task_id, r.seed, str(r.folder)))
-    dropped = [(r, best[(config_key(r), r.seed)]) for r in runs if best[(config_key(r), r.seed)] is not r]
-    return kept, dropped
-
-
-def _preference(run: RunData) -> tuple[int, float, str]:
-    return run.env_steps, run.summary_mtime, str(run.folder)  # the folder only makes ties deterministic
-
-
-def short_names(keys: Iterable[str]) -> dict[str, str]:
-    """Dotted key -> its last component when no other key ends the same way, else the key."""
-    keys = set(keys)
-    counts = Counter(k.rsplit(".", 1)[-1] for k in keys)
-    return {k: k.rsplit(".", 1)[-1] if counts[k.rsplit(".", 1)[-1]] == 1 else k for k in keys}
-
-
-def format_value(value: Any) -> str:
-    if value is None:
-        return "none"  # the key is not in this run's configuration
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, tuple):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        return value or '""'
-    return str(value)
-
-
-def group_name(label: str, values: Mapping[str, Any], short: Mapping[str, str]) -> str:
-    """`label [key=value, ...]`, or `label` without values."""
-    if not values:
-        return label
-    return f"{label} [{', '.join(f'{short.get(k, k)}={format_value(v)}' for k, v in values.items())}]"
-
-
-def differing_keys(configs: Sequence[Mapping[str, Any]]) -> set[str]:
-    """Keys whose values differ between two of `configs`. The fields of a table (operator)
-    only one of the two has are left out: the table list's own key already differs."""
-    keys: set[str] = set()
-    for a, b in itertools.combinations(configs, 2):
-        keys |= {k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not _absent_table_field(k, a, b)}
-    return keys
-
-
-def _absent_table_field(key: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """True for `P.<name>.field` when P is a list of tables and only one of a, b has <name>."""
-    parts = key.split(".")
-    for i in range(1, len(parts) - 1):
-        table = ".".join(parts[:i])
-        if isinstance(a.get(table, b.get(table)), tuple):
-            entry = f"{table}.{parts[i]}."
-            return any(k.startswith(entry) for k in a) != any(k.startswith(entry) for k in b)
-    return False
-
-
-def name_by_configuration(runs: Sequence[RunData]) -> dict[Path, GroupName]:
-    """folder -> group: one per configuration, named by the algorithm plus the keys in which
-    configurations of that algorithm on the same task differ (the union over tasks, so that
-    one name means one setting on every task)."""
-    configs = {config_key(r): dict(config_key(r)[2]) for r in runs}
-    short = short_names(k for r in runs for k in r.config)
-    names: dict[ConfigKey, GroupName] = {}
-    for label, keys in _group(list(configs), lambda key: key[0]).items():
-        per_task = _group(keys, lambda key: key[1]).values()
-        shown = sorted(set().union(*(differing_keys([configs[k] for k in task_keys]) for task_keys in per_task)))
-        for key in keys:
-            values = {k: configs[key].get(k) for k in shown}
-            names[key] = (group_name(label, values, short), values)
-    return {r.folder: names[config_key(r)] for r in runs} if _distinct(names) else _numbered(runs, names)
-
-
-def _distinct(names: Mapping[ConfigKey, GroupName]) -> bool:
-    """Whether no two configurations of one task share a name (values that print alike)."""
-    per_task = Counter((key[1], name) for key, (name, _) in names.items())
-    return all(count == 1 for count in per_task.values())
-
-
-def _numbered(runs: Sequence[RunData], names: Mapping[ConfigKey, GroupName]) -> dict[Path, GroupName]:
-    """Names made distinct with a `#i` suffix per configuration (never merge by accident)."""
-    numbered = {key: (f"{name} #{i}", values) for i, (key, (name, values)) in enumerate(names.items(), 1)}
-    return {r.folder: numbered[config_key(r)] for r in runs}
-
-
-def resolve_keys(runs: Sequence[RunData], keys: Sequence[str]) -> list[str]:
-    """--group-by keys as dotted configuration keys; a key may be given by its last
-    components (`criterion` for `operators.prune_select.criterion`) when unambiguous."""
-    known = {k for r in runs for k in r.config}
-    resolved = []
-    for key in keys:
-        matches = [key] if key in known else sorted(k for k in known if k.endswith(f".{key}"))
-        if not matches:
-            raise ReportError(f"--group-by {key}: no run's configuration (pipeline.toml) has this key")
-        if len(matches) > 1:
-            raise ReportError(f"--group-by {key} is ambiguous: {', '.join(matches)}")
-        resolved.append(matches[0])
-    return list(dict.fromkeys(resolved))
-
-
-def name_by_keys(runs: Sequence[RunData], keys: Sequence[str]) -> dict[Path, GroupName]:
-    """folder -> group formed by (algorithm, task, values of `keys`), named `label [key=value, ...]`."""
-    short = short_names(k for r in runs for k in r.config)
-    groups = {}
-    for run in runs:
-        values = {k: run.config.get(k) for k in keys}
-        groups[run.folder] = (group_name(run.algorithm, values, short), values)
-    return groups
-
-
-def pooled_differences(runs: Sequence[RunData], names: Mapping[Path, GroupName]) -> list[str]:
-    """Notes naming the configuration keys that vary inside a --group-by group."""
-    notes = []
-    for (task, name), rows in _group(runs, lambda r: (r.task_id, names[r.folder][0])).items():
-        configs = [dict(c) for c in dict.fromkeys(learning_config(r) for r in rows)]
-        varying = differing_keys(configs)
-        if varying:
-            notes.append(f"{name} on {task} pools runs whose configurations differ in {', '.join(sorted(varying))}")
-    return notes
-
-
-def cross_task_differences(runs: Sequence[RunData], names: Mapping[Path, GroupName]) -> list[str]:
-    """Notes naming the keys outside [env] in which the tasks pooled under one name differ."""
-    notes = []
-    for name, rows in _group(runs, lambda r: names[r.folder][0]).items():
-        per_task = _group(rows, lambda r: r.task_id).values()
-        configs = [dict(c) for c in dict.fromkeys(learning_config(task_rows[0]) for task_rows in per_task)]
-        varying = sorted(k for k in differing_keys(configs) if not k.startswith("env."))
-        if len(per_task) > 1 and varying:
-            notes.append(f"{name}: its tasks, pooled when normalised, differ in {', '.join(varying)}")
-    return notes
 
 
 # ----------------------------------------------------------------------------- scores
@@ -505,64 +166,6 @@ def score_runs(
     return scored
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
-def iqm(values: np.ndarray, axis: int | None = None) -> np.ndarray:
-    """Interquartile mean (25% trimmed on each side), rliable's definition."""
-    from scipy.stats import trim_mean
-
-    return trim_mean(values, 0.25, axis=axis)
-
-
-def bootstrap_iqm(groups: Sequence[np.ndarray], reps: int = 5000, seed: int = 0) -> tuple[Any, Any, Any]:
-    """IQM over all runs pooled, with a 95% stratified-bootstrap interval.
-
-    groups: one array per task (stratum), shaped (runs_t, *rest); runs are resampled
-    with replacement within each task. Returns (point, low, high), each shaped `rest`.
-    """
-    groups = [np.asarray(g, dtype=np.float64) for g in groups]
-    rest = groups[0].shape[1:]
-    point = iqm(np.concatenate(groups, axis=0), axis=0)
-    if len({len(g) for g in groups}) == 1:
-        low, high = _rliable_interval(np.stack(groups, axis=1), reps, seed)  # (runs, tasks, *rest)
-    else:
-        low, high = _numpy_interval(groups, reps, seed)
-    return point, np.reshape(low, rest), np.reshape(high, rest)
-
-
-def _rliable_interval(scores: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from rliable import library as rly
-
-    runs, tasks = scores.shape[:2]
-
-    def pooled_iqm(x: np.ndarray) -> np.ndarray:
-        return np.atleast_1d(iqm(x.reshape(runs * tasks, -1), axis=0))
-
-    # rliable draws from NumPy's global generator: seed it for reproducible intervals and
-    # put the caller's state back afterwards.
-    saved = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # arch's random_state deprecation
-            _, intervals = rly.get_interval_estimates({"x": scores}, pooled_iqm, reps=reps)
-    finally:
-        np.random.set_state(saved)
-    interval = intervals["x"]  # (2, prod(rest))
-    return interval[0], interval[1]
-
-
-def _numpy_interval(groups: Sequence[np.ndarray], reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(reps):
-        sample = [g[rng.integers(0, len(g), len(g))] for g in groups]
-        stats.append(iqm(np.concatenate(sample, axis=0), axis=0))
-    low, high = np.percentile(np.asarray(stats), [2.5, 97.5], axis=0)
-    return low, high
-
-
 # ----------------------------------------------------------------------------- aggregation
 
 
@@ -571,9 +174,9 @@ def aggregate(scored: Sequence[RunScore], reps: int, seed: int) -> dict[str, Any
     group has reference scores) IQM with 95% intervals."""
     per_task = [
         _task_entry(task, rows, reps, seed)
-        for (task, _), rows in _group(scored, lambda s: (s.run.task_id, s.group)).items()
+        for (task, _), rows in group_rows(scored, lambda s: (s.run.task_id, s.group)).items()
     ]
-    per_algorithm = [_pooled_entry(rows, reps, seed) for rows in _group(scored, lambda s: s.group).values()]
+    per_algorithm = [_pooled_entry(rows, reps, seed) for rows in group_rows(scored, lambda s: s.group).values()]
     return {"per_task": per_task, "per_algorithm": per_algorithm}
 
 
@@ -606,7 +209,7 @@ def _pooled_entry(rows: Sequence[RunScore], reps: int, seed: int) -> dict[str, A
     }
     usable = [s for s in rows if not math.isnan(s.score)]
     if usable and all(s.normalised is not None for s in usable):
-        by_task = _group(usable, lambda s: s.run.task_id)
+        by_task = group_rows(usable, lambda s: s.run.task_id)
         groups = [np.asarray([s.normalised for s in task_rows]) for task_rows in by_task.values()]
         entry.update(_seeds(min(len(g) for g in groups)))  # the fewest seeds of a task
         entry.update(_estimate(groups, reps, seed, "normalised_"))
@@ -625,13 +228,6 @@ def _estimate(groups: Sequence[np.ndarray], reps: int, seed: int, prefix: str = 
         return {f"{prefix}iqm": point, f"{prefix}ci_low": None, f"{prefix}ci_high": None}
     point, low, high = bootstrap_iqm(groups, reps, seed)
     return {f"{prefix}iqm": float(point), f"{prefix}ci_low": float(low), f"{prefix}ci_high": float(high)}
-
-
-def _group(rows: Sequence[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:
-    groups: dict[Any, list[Any]] = {}
-    for row in rows:
-        groups.setdefault(key(row), []).append(row)
-    return dict(sorted(groups.items()))
 
 
 def _mean_sparsity(rows: Sequence[RunScore]) -> float | None:
