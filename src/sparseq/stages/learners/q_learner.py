@@ -243,6 +243,15 @@ class QLearner(eqx.Module):
             else:
                 shared_targets = td_targets(batch.reward, batch.discount, next_values)
 
+        def online_values(network: QNetwork) -> tuple[Array, Array]:
+            """Q(s) (B, H, A) and the online source heads at s' (B, H', A)."""
+            if self.online_forward == "separate":
+                next_values = jax.lax.stop_gradient(network).batched(batch.next_obs)
+                return network.batched(batch.obs), next_values[:, source]
+            # One forward pass on concat(s, s'), as in the iS-QL reference code.
+            both = network.batched(jnp.concatenate([batch.obs, batch.next_obs], axis=0))
+            return both[:batch_size], both[batch_size:, source]
+
         def loss_fn(network: QNetwork) -> tuple[Array, tuple[Array, dict[str, Array]]]:
             if shared_targets is not None:
                 q_values = network.batched(batch.obs)
@@ -250,23 +259,11 @@ class QLearner(eqx.Module):
             elif target_next_values is not None:
                 # Double DQN: this member's greedy action at s' (same head index as the
                 # source head), valued by the target network.
-                if self.online_forward == "separate":
-                    q_values = network.batched(batch.obs)
-                    selection = jax.lax.stop_gradient(network).batched(batch.next_obs)[:, source]
-                else:
-                    both = network.batched(jnp.concatenate([batch.obs, batch.next_obs], axis=0))
-                    q_values = both[:batch_size]
-                    selection = jax.lax.stop_gradient(both[batch_size:, source])
+                q_values, selection = online_values(network)
                 targets = double_td_targets(batch.reward, batch.discount, target_next_values, selection)
-            elif self.online_forward == "separate":
-                q_values = network.batched(batch.obs)
-                next_values = jax.lax.stop_gradient(network).batched(batch.next_obs)[:, source]
-                targets = td_targets(batch.reward, batch.discount, next_values)
             else:
-                # One forward pass on concat(s, s'), as in the iS-QL reference code.
-                both = network.batched(jnp.concatenate([batch.obs, batch.next_obs], axis=0))
-                q_values = both[:batch_size]
-                targets = td_targets(batch.reward, batch.discount, both[batch_size:, source])
+                q_values, next_values = online_values(network)
+                targets = td_targets(batch.reward, batch.discount, next_values)
             head_losses = iterated_td_losses(q_values[:, trained], batch.action, targets, element_loss)
             stats = self._value_stats(q_values[:, trained], batch.action, targets) if self.diagnostics else {}
             return jnp.sum(head_losses), (head_losses, stats)
@@ -276,7 +273,8 @@ class QLearner(eqx.Module):
             if self.mask_gradients:
                 grads = apply_masks(grads, masks)
             if self.diagnostics:
-                stats = {**stats, "grad_norm": optax.global_norm(apply_masks(grads, masks))}
+                kept = grads if self.mask_gradients else apply_masks(grads, masks)
+                stats = {**stats, "grad_norm": optax.global_norm(kept)}
             params = eqx.filter(network, eqx.is_array)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
             network = eqx.apply_updates(network, updates)
