@@ -110,15 +110,15 @@ def _resume(run: str, args: list[str]) -> int:
     if args and not args[0].startswith("--"):
         return fail(f"--resume continues {run!r} from its own pipeline.toml; drop the pipeline argument {args[0]!r}")
     try:
-        config, folder, step, meta, checkpoints = prepare_resume(run, args)
+        plan = prepare_resume(run, args)
     except AlreadyFinished as finished:
         print(finished, file=sys.stderr)
         return 0
     except (ConfigError, CheckpointError) as error:
         return fail(str(error))
-    print(f"resuming {folder} from step {step:,}", file=sys.stderr)
-    record_resume(folder, config, step)
-    return _report(lambda: resume(config, folder, step, meta, checkpoints), CheckpointError)
+    print(f"resuming {plan.folder} from step {plan.step:,}", file=sys.stderr)
+    record_resume(plan)
+    return _report(lambda: resume(plan.config, plan.folder, plan.step, plan.meta, plan.checkpoints), CheckpointError)
 
 
 def _report(run, checkpoint_error: type[Exception]) -> int:

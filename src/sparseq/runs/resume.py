@@ -104,20 +104,31 @@ def checkpoints_of(folder: Path, config: PipelineConfig) -> Path:
     raise CheckpointError(f"{display(candidates[0])}: no checkpoint to resume from (the folder does not exist)")
 
 
-def prepare_resume(run: str, overrides: list[str]) -> tuple[PipelineConfig, Path, int, dict[str, Any], Path]:
+@dataclasses.dataclass(frozen=True)
+class ResumePlan:
+    """What a checked resume continues from."""
+
+    config: PipelineConfig  # the config to continue with
+    folder: Path  # the run folder
+    step: int  # the checkpoint's environment step
+    meta: dict[str, Any]  # the checkpoint's metadata
+    checkpoints: Path  # the checkpoint folder
+    changes: list[str]  # the (allowed) keys changed on this resume, "key old -> new"
+
+
+def prepare_resume(run: str, overrides: list[str]) -> ResumePlan:
     """Loads and checks everything a resume needs; raises ConfigError/CheckpointError,
-    or AlreadyFinished when the run has nothing left to do. Returns the config to
-    continue with, the run folder, the checkpoint step and metadata, and the checkpoint
-    folder."""
+    or AlreadyFinished when the run has nothing left to do."""
     folder = find_run_folder(run)
     pipeline_file = folder / "pipeline.toml"
     saved, _, _ = load_pipeline(pipeline_file)
     config, _, _ = load_pipeline(pipeline_file, overrides)
     if config.run.total_steps != saved.run.total_steps and not saved.run.schedule_steps:
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, schedule_steps=saved.run.total_steps))
-    changed = [d for d in differences(to_dict(saved), to_dict(config)) if d.split(" ", 1)[0] not in CHANGEABLE]
-    if changed:
-        raise ConfigError("command line", f"cannot change a resumed run's pipeline: {'; '.join(changed)}")
+    changes = differences(to_dict(saved), to_dict(config))
+    refused = [d for d in changes if d.split(" ", 1)[0] not in CHANGEABLE]
+    if refused:
+        raise ConfigError("command line", f"cannot change a resumed run's pipeline: {'; '.join(refused)}")
     checkpoints = checkpoints_of(folder, config)
     checkpointer = Checkpointer(checkpoints, include_replay=config.run.checkpoint_replay)
     step, meta = latest_readable(checkpointer)
@@ -134,18 +145,15 @@ def prepare_resume(run: str, overrides: list[str]) -> tuple[PipelineConfig, Path
         warnings.warn(
             "the checkpoint has no replay buffer: the resumed run starts with an empty one (not exact)", stacklevel=2
         )
-    return config, folder, step, meta, checkpoints
+    return ResumePlan(config, folder, step, meta, checkpoints, changes)
 
 
-def record_resume(folder: Path, config: PipelineConfig, step: int) -> None:
+def record_resume(plan: ResumePlan) -> None:
     """Records a resume: a new segment in run.json and, when keys changed, the new
     pipeline.toml with the resume history as comments at its top."""
-    pipeline_file = folder / "pipeline.toml"
-    saved_text = pipeline_file.read_text()
-    saved, _, _ = load_pipeline(pipeline_file)
-    changed = differences(to_dict(saved), to_dict(config))
-    add_segment(folder, {"from_step": step, "changed": changed})
-    if changed:
-        history = [line for line in saved_text.splitlines() if line.startswith("# resumed")]
-        note = f"# resumed at step {step}: {'; '.join(changed)}"
-        pipeline_file.write_text("\n".join([*history, note, to_toml(config)]))
+    add_segment(plan.folder, {"from_step": plan.step, "changed": plan.changes})
+    if plan.changes:
+        pipeline_file = plan.folder / "pipeline.toml"
+        history = [line for line in pipeline_file.read_text().splitlines() if line.startswith("# resumed")]
+        note = f"# resumed at step {plan.step}: {'; '.join(plan.changes)}"
+        pipeline_file.write_text("\n".join([*history, note, to_toml(plan.config)]))
