@@ -17,7 +17,7 @@ class Transition(NamedTuple):
     """
 
     obs: Array  # (N, *obs_shape): observation the action was taken in
-    action: Array  # (N,) int32
+    action: Array  # (N,) int32, or (N, A) float32 for continuous actions
     reward: Array  # (N,) float32: learning reward (clipped if the preset says so)
     terminated: Array  # (N,) bool: the episode ended in a terminal state
     truncated: Array  # (N,) bool: the episode was cut by a time limit (bootstraps)
@@ -36,7 +36,7 @@ class Batch(NamedTuple):
     """An n-step sample: y = reward + discount * bootstrap(next_obs)."""
 
     obs: Array  # (B, *obs_shape)
-    action: Array  # (B,) int32
+    action: Array  # (B,) int32, or (B, A) float32 for continuous actions
     reward: Array  # (B,) float32: discounted n-step return
     discount: Array  # (B,) float32: gamma^k, or 0 when the window ends in termination
     next_obs: Array  # (B, *obs_shape)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 LEARNERS = {
     "q": "sparseq.stages.learners.q_learner:QLearner",
+    "sac": "sparseq.stages.learners.sac:SACLearner",
 }
 OPERATORS = {
     "target_sync": "sparseq.stages.operators.target_sync:TargetSync",
@@ -23,6 +24,7 @@ OPERATORS = {
     "shared_target_shift": "sparseq.stages.operators.shared_target_shift:SharedTargetShift",
     "prune_select": "sparseq.stages.operators.prune_select:PruneSelect",
     "poly_prune": "sparseq.stages.operators.poly_prune:PolyPrune",
+    "match_sparsity": "sparseq.stages.operators.match_sparsity:MatchSparsity",
 }
 BUILT_IN = {"learner": LEARNERS, "operator": OPERATORS}
 ENTRY_POINT_GROUPS = {"learner": "sparseq.learners", "operator": "sparseq.operators"}

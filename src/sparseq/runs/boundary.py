@@ -44,7 +44,7 @@ def _cut_streams(pipeline: Pipeline, state: TrainState):
     n = pipeline.collector.num_envs
     final = Transition(
         obs=state.collector.obs,
-        action=jnp.zeros((n,), jnp.int32),
+        action=jnp.zeros((n, *replay.action_shape), replay.action_dtype),
         reward=jnp.zeros((n,), jnp.float32),
         terminated=jnp.zeros((n,), bool),
         truncated=jnp.zeros((n,), bool),

@@ -106,8 +106,14 @@ class Evaluator:
         """`steps_per_call` evaluation steps -> (cstate, (returns, lengths, done)), each
         (steps_per_call, N)."""
 
+        deterministic = getattr(self.learner, "act_deterministic", None)
+
         def one(cstate, key):
-            actions = self.learner.act(learner_state, cstate.obs, key, jnp.asarray(self.epsilon, jnp.float32))
+            if deterministic is not None:
+                # A stochastic policy (SAC) is evaluated by its mean action.
+                actions = deterministic(learner_state, cstate.obs)
+            else:
+                actions = self.learner.act(learner_state, cstate.obs, key, jnp.asarray(self.epsilon, jnp.float32))
             cstate, _, stats = self.collector.step(cstate, actions)
             return cstate, (stats.episode_return, stats.episode_length, stats.done)
 

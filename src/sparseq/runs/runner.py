@@ -45,7 +45,18 @@ RECENT_EPISODES = 20
 PENDING = "pending__"  # prefix of a stopped run's unlogged metrics in its checkpoint
 # Learner metrics (P,) per cycle logged as train/NAME over the chunk's gradient steps:
 # the max for q_max, the mean otherwise.
-LEARNER_DIAGNOSTICS = {"loss_sum", "q_mean", "q_max", "td_error_std", "grad_norm"}
+# Learner metrics logged as train/NAME, averaged over the chunk's learning cycles (NaN
+# where a cycle had none, e.g. SAC's actor under a policy delay).
+LEARNER_DIAGNOSTICS = {
+    "loss_sum",
+    "q_mean",
+    "q_max",
+    "td_error_std",
+    "grad_norm",
+    "actor_loss",
+    "temperature",
+    "entropy",
+}
 
 
 class NonFiniteError(RuntimeError):
@@ -254,8 +265,10 @@ def summarize_chunk(metrics: dict[str, np.ndarray]) -> tuple[dict[str, Any], lis
             continue
         if name in LEARNER_DIAGNOSTICS:
             if updated.any():
-                reduce = np.max if name == "q_max" else np.mean
-                record[f"train/{name}"] = float(reduce(values[updated]))
+                reduce = np.nanmax if name == "q_max" else np.nanmean
+                chosen = values[updated]
+                if np.isfinite(chosen).any():
+                    record[f"train/{name}"] = float(reduce(chosen))
         elif name == "loss":
             if updated.any():
                 loss = values[updated]  # (updates, P)
@@ -415,9 +428,10 @@ class Trainer:
 
     def restore_stopped(self, state: TrainState, fresh: Any, extra: dict[str, np.ndarray]) -> TrainState:
         """The inverse of `_save_stopped`; `fresh`: the new pool's state after its reset."""
-        n = self.pipeline.collector.num_envs
+        collector = self.pipeline.collector
+        n, shape = collector.num_envs, tuple(getattr(collector, "action_shape", ()))
         actions = extra.get("actions")
-        steps = np.zeros((0, n), np.int32) if actions is None else actions.reshape(-1, n)
+        steps = np.zeros((0, n, *shape), np.int32) if actions is None else actions.reshape(-1, n, *shape)
         if len(steps):
             print(
                 f"stepping the environments through the {len(steps) * n:,} steps since the last boundary",

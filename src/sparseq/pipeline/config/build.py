@@ -39,19 +39,38 @@ def make_collector(config: PipelineConfig, seed: int | None = None) -> EnvpoolCo
     return collector_from_env(config.env, config.run.seed if seed is None else seed)
 
 
-def make_replay(config: PipelineConfig, obs_shape: tuple[int, ...]):
+def make_replay(config: PipelineConfig, obs_shape: tuple[int, ...], collector: Any = None):
+    """The replay of `config`; `collector` gives the action spec (discrete int32 when None)."""
     learner = config.learner.options
+    spec = {}
+    if collector is not None and hasattr(collector, "action_shape"):
+        spec = {"action_shape": collector.action_shape, "action_dtype": collector.action_dtype}
     return replay_from_options(
-        config.replay, config.env, n_step=learner.n_step, gamma=learner.gamma, obs_shape=obs_shape
+        config.replay, config.env, n_step=learner.n_step, gamma=learner.gamma, obs_shape=obs_shape, **spec
     )
 
 
 def build_context(config: PipelineConfig, collector: Any) -> BuildContext:
-    return shapes_context(config, tuple(collector.obs_shape), collector.obs_dtype, getattr(collector, "num_actions", 0))
+    return shapes_context(
+        config,
+        tuple(collector.obs_shape),
+        collector.obs_dtype,
+        getattr(collector, "num_actions", 0),
+        action_shape=tuple(getattr(collector, "action_shape", ())),
+        action_low=tuple(getattr(collector, "action_low", ())),
+        action_high=tuple(getattr(collector, "action_high", ())),
+    )
 
 
 def shapes_context(
-    config: PipelineConfig, obs_shape: tuple[int, ...], obs_dtype: Any, num_actions: int
+    config: PipelineConfig,
+    obs_shape: tuple[int, ...],
+    obs_dtype: Any,
+    num_actions: int,
+    *,
+    action_shape: tuple[int, ...] = (),
+    action_low: tuple[float, ...] = (),
+    action_high: tuple[float, ...] = (),
 ) -> BuildContext:
     return BuildContext(
         obs_shape=obs_shape,
@@ -59,6 +78,10 @@ def shapes_context(
         num_actions=num_actions,
         total_steps=config.run.schedule_steps or config.run.total_steps,
         sections={"network": config.network, "env": config.env, "replay": config.replay},
+        action_shape=action_shape,
+        action_low=action_low,
+        action_high=action_high,
+        task_id=config.env.task_id,
     )
 
 
@@ -114,7 +137,13 @@ def check_needs(config: PipelineConfig, learner: Any, operators: tuple, source_o
     if not has_value_state(state):
         return
     values = value_state_of(state)
-    roles = {role for op in operators for role in getattr(op, "owns", ())}
+    default = getattr(state, "default_value", "")
+    roles = {
+        role
+        for op in operators
+        if getattr(op, "on", "") in ("", default)
+        for role in (op.owned_roles() if hasattr(op, "owned_roles") else getattr(op, "owns", ()))
+    }
     if values.target is not None and "target_update" not in roles:
         reason = "a separate target network needs an operator that updates it (target_sync, polyak or prune_select)"
         raise ConfigError(
@@ -176,7 +205,7 @@ def build_pipeline(
     check_needs(config, learner, operators, source_of)
     options = config.learner.options
     try:
-        replay = make_replay(config, collector.obs_shape)
+        replay = make_replay(config, collector.obs_shape, collector)
     except ValueError as error:
         key = "replay.dedup_frames"
         raise ConfigError(source_of(key), _line(error), key, config.replay.dedup_frames) from None

@@ -118,9 +118,9 @@ def with_typed_stages(config: PipelineConfig, source_of: SourceOf) -> PipelineCo
 
 
 def _composition(config: PipelineConfig, source_of: SourceOf) -> None:
-    """The operators' declared rules: one owner per role, owners of the roles an
-    operator `precedes` come after it."""
-    owners: dict[str, int] = {}
+    """The operators' declared rules, per value sub-state (`on`): one owner per role,
+    owners of the roles an operator `precedes` come after it."""
+    owners: dict[tuple[str, str], int] = {}
     classes = [resolve(op.kind, "operator", tuple(config.python_path)) for op in config.operators]
     kinds = [op.kind for op in config.operators]
 
@@ -129,16 +129,21 @@ def _composition(config: PipelineConfig, source_of: SourceOf) -> None:
         reason = reason.format(j=j, other=kinds[j], role=role.replace("_", " "))
         raise ConfigError(source_of(key), reason, key, kinds[i])
 
-    for i, cls in enumerate(classes):
-        for role in getattr(cls, "owns", ()):
-            if role in owners:
+    for i, (cls, op) in enumerate(zip(classes, config.operators)):
+        on = getattr(op.options, "on", "") or ""
+        roles = cls.roles(op.options) if hasattr(cls, "roles") else getattr(cls, "owns", ())
+        for role in roles:
+            if (role, on) in owners:
                 refuse(
-                    i, owners[role], role, "a second operator for the {role}: operator {j} ({other}) already does it"
+                    i,
+                    owners[role, on],
+                    role,
+                    "a second operator for the {role}: operator {j} ({other}) already does it",
                 )
-            owners[role] = i
+            owners[role, on] = i
         for role in getattr(cls, "precedes", ()):
-            if role in owners:
-                refuse(i, owners[role], role, "must come before operator {j} ({other}), which does the {role}")
+            if (role, on) in owners:
+                refuse(i, owners[role, on], role, "must come before operator {j} ({other}), which does the {role}")
 
 
 def _type_errors(section: Any, prefix: str) -> list[tuple[str, str, Any]]:

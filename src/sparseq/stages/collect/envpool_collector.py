@@ -1,11 +1,19 @@
 """Envpool collector: steps a pool of environments inside jit (XLA mode) or through a
-host callback (host mode), behind one interface.
+host callback (host mode), behind one interface, for discrete and continuous actions.
 
 Envpool auto-resets: the step after `done` returns the first observation of the next
 episode with reward 0 and ignores the action. The collector flags that step
 (`is_reset_step`) so the replay never samples it as a transition.
+
+Continuous tasks (MuJoCo, DeepMind Control) take float64 actions and return float64
+observations, a Dict of named arrays for DeepMind Control. The collector's side of the
+boundary is float32: observations are flattened (in the space's key order) and cast,
+actions are cast to float64 only for envpool. In XLA mode envpool's calls are traced
+under a scoped `jax.enable_x64` (the rest of the program keeps float32 defaults);
+envpool's XLA functions corrupt the heap if called with x64 off (docs/stack-notes.md).
 """
 
+import contextlib
 from typing import Any, Literal
 
 import equinox as eqx
@@ -27,8 +35,13 @@ class CollectorState(eqx.Module):
     needs_reset: Array  # (N,) bool: the next step is envpool's auto-reset step
 
 
+def _float64_scope(enabled: bool):
+    """x64 on around envpool's own calls of a float64 task, nothing otherwise."""
+    return jax.enable_x64(True) if enabled else contextlib.nullcontext()
+
+
 class EnvpoolCollector(eqx.Module):
-    """Discrete-action envpool collector.
+    """Envpool collector of discrete (int32 (N,)) or continuous (float32 (N, A)) actions.
 
     Attributes:
         task_id: envpool task id, e.g. "CartPole-v1" or "Pong-v5".
@@ -57,6 +70,17 @@ class EnvpoolCollector(eqx.Module):
     obs_shape: tuple[int, ...] = eqx.field(static=True)
     obs_dtype: Any = eqx.field(static=True)
     num_actions: int = eqx.field(static=True)
+    """A of a discrete action space; 0 for a continuous one."""
+    action_shape: tuple[int, ...] = eqx.field(static=True)
+    """() for discrete actions, (A,) for continuous ones."""
+    action_dtype: Any = eqx.field(static=True)
+    action_low: tuple[float, ...] = eqx.field(static=True)
+    """Bounds of a continuous action space (empty for discrete)."""
+    action_high: tuple[float, ...] = eqx.field(static=True)
+    obs_keys: tuple[str, ...] = eqx.field(static=True)
+    """Keys of a Dict observation, flattened in this order; empty for an array."""
+    float64: bool = eqx.field(static=True)
+    """envpool's side of the task is float64 (MuJoCo, DeepMind Control)."""
 
     def __init__(
         self,
@@ -86,16 +110,35 @@ class EnvpoolCollector(eqx.Module):
             seed=seed,
             **dict(self.env_options),
         )
-        # Keep recv and step only: the first element is a numpy handle (unhashable).
-        self.xla_functions = self.env.xla()[1:] if mode == "xla" else None
         space = self.env.action_space
-        if not hasattr(space, "n"):
-            raise ValueError(
-                f"task {task_id!r} has a continuous action space; sparseq's Q-learners need discrete actions"
-            )
-        self.num_actions = int(space.n)
-        self.obs_shape = tuple(self.env.observation_space.shape)
-        self.obs_dtype = np.dtype(self.env.observation_space.dtype)
+        obs_space = self.env.observation_space
+        self.obs_keys = tuple(obs_space.spaces) if hasattr(obs_space, "spaces") else ()
+        if self.obs_keys:
+            parts = [obs_space.spaces[k] for k in self.obs_keys]
+            self.obs_shape = (sum(int(np.prod(p.shape)) for p in parts),)
+            self.float64 = any(np.dtype(p.dtype) == np.float64 for p in parts)
+        else:
+            self.obs_shape = tuple(obs_space.shape)
+            self.float64 = np.dtype(obs_space.dtype) == np.float64
+        if hasattr(space, "n"):
+            self.num_actions = int(space.n)
+            self.action_shape, self.action_dtype = (), np.dtype(np.int32)
+            self.action_low = self.action_high = ()
+        else:
+            self.num_actions = 0
+            self.action_shape, self.action_dtype = tuple(space.shape), np.dtype(np.float32)
+            self.action_low = tuple(float(x) for x in np.ravel(space.low))
+            self.action_high = tuple(float(x) for x in np.ravel(space.high))
+            self.float64 = self.float64 or np.dtype(space.dtype) == np.float64
+        obs_dtype = np.dtype(obs_space.dtype) if not self.obs_keys else np.dtype(np.float64)
+        self.obs_dtype = np.dtype(np.float32) if obs_dtype == np.float64 else obs_dtype
+        # Keep recv and step only: the first element is a numpy handle (unhashable).
+        with _float64_scope(self.float64):
+            self.xla_functions = self.env.xla()[1:] if mode == "xla" else None
+
+    @property
+    def continuous(self) -> bool:
+        return self.num_actions == 0
 
     def with_seed(self, seed: int) -> "EnvpoolCollector":
         """A collector over a new pool with the same options and another seed."""
@@ -115,21 +158,33 @@ class EnvpoolCollector(eqx.Module):
     def init(self) -> CollectorState:
         """Resets every environment (host side; call outside jit)."""
         if self.mode == "xla":
-            handle, recv, _, _ = self.env.xla()
-            self.env.async_reset()
-            # envpool needs one recv after async_reset before the first in-jit step.
-            handle, (obs, *_rest) = recv(handle)
+            with _float64_scope(self.float64):
+                handle, recv, _, _ = self.env.xla()
+                self.env.async_reset()
+                # envpool needs one recv after async_reset before the first in-jit step.
+                handle, (obs, *_rest) = recv(handle)
+                obs = self._flat_obs(obs)
         else:
             handle = jnp.zeros((1,), jnp.uint8)
             obs, _ = self.env.reset()
+            obs = self._flat_obs(obs)
         n = self.num_envs
         return CollectorState(
             handle=handle,
-            obs=self._pad_stack(jnp.asarray(obs, self.obs_dtype), jnp.zeros((n,), jnp.int32)),
+            obs=self._pad_stack(jnp.asarray(obs), jnp.zeros((n,), jnp.int32)),
             episode_return=jnp.zeros((n,), jnp.float32),
             episode_length=jnp.zeros((n,), jnp.int32),
             needs_reset=jnp.zeros((n,), bool),
         )
+
+    def _flat_obs(self, obs: Any) -> Array:
+        """An observation batch as the collector's (N, *obs_shape) array of obs_dtype:
+        a Dict's arrays flattened and concatenated in `obs_keys` order."""
+        xp = np if self.mode == "host" else jnp
+        if self.obs_keys:
+            n = self.num_envs
+            obs = xp.concatenate([xp.reshape(obs[k], (n, -1)).astype(self.obs_dtype) for k in self.obs_keys], axis=1)
+        return obs.astype(self.obs_dtype)
 
     def _pad_stack(self, obs: Array, position: Array) -> Array:
         """Zeroes the frames of `obs` (N, S * c, ...) from before the episode start;
@@ -148,9 +203,13 @@ class EnvpoolCollector(eqx.Module):
         """Returns (handle, (next_obs, raw_reward, terminated, truncated))."""
         if self.mode == "xla":
             step = self.xla_functions[2]
-            handle, (obs, reward, terminated, truncated, info) = step(handle, actions)
-            raw = info["reward"] if isinstance(info, dict) and "reward" in info else reward
-            return handle, (obs, raw.astype(jnp.float32), terminated, truncated)
+            with _float64_scope(self.float64):
+                if self.float64 and self.continuous:
+                    actions = actions.astype(jnp.float64)
+                handle, (obs, reward, terminated, truncated, info) = step(handle, actions)
+                raw = info["reward"] if isinstance(info, dict) and "reward" in info else reward
+                obs, raw = self._flat_obs(obs), raw.astype(jnp.float32)
+            return handle, (obs, raw, terminated, truncated)
         n = self.num_envs
         shapes = (
             jax.ShapeDtypeStruct((n, *self.obs_shape), self.obs_dtype),
@@ -162,10 +221,11 @@ class EnvpoolCollector(eqx.Module):
         return handle, out
 
     def _host_step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
-        obs, reward, terminated, truncated, info = self.env.step(np.asarray(actions))
+        actions = np.asarray(actions, np.float64 if self.continuous else np.int32)
+        obs, reward, terminated, truncated, info = self.env.step(actions)
         raw = info.get("reward", reward)
         return (
-            np.asarray(obs, self.obs_dtype),
+            np.asarray(self._flat_obs(obs), self.obs_dtype),
             np.asarray(raw, np.float32),
             np.asarray(terminated, bool),
             np.asarray(truncated, bool),
@@ -176,9 +236,9 @@ class EnvpoolCollector(eqx.Module):
 
         Args:
             state: current collector state.
-            actions: (N,) int32 actions, one per environment.
+            actions: (N,) int32 actions, or (N, A) float32 for a continuous task.
         """
-        actions = actions.astype(jnp.int32)
+        actions = actions.astype(self.action_dtype)
         handle, (next_obs, raw_reward, terminated, truncated) = self._env_step(state.handle, actions)
         is_reset = state.needs_reset
         terminated = terminated & ~is_reset

@@ -7,6 +7,7 @@ over the run's gradient steps (constant, or linear / cosine from `learning_rate`
 before the optimizer sees it. The defaults build exactly `optax.adam(lr, eps=adam_eps)`.
 """
 
+import dataclasses
 from typing import Any
 
 import optax
@@ -34,14 +35,19 @@ def learning_rate(options: Any, total_updates: int) -> float | optax.Schedule:
     raise ValueError(f"unknown lr_schedule {options.lr_schedule!r} (known: {', '.join(LR_SCHEDULES)})")
 
 
-def make_optimizer(options: Any, total_updates: int) -> optax.GradientTransformation:
-    """The optimizer of a Q-learner's options (QLearnerOptions) for a run of
-    `total_updates` gradient steps (the schedule's length)."""
+def make_optimizer(
+    options: Any, total_updates: int, lr: float | None = None
+) -> optax.GradientTransformation:
+    """The optimizer of a learner's options (OptimizerOptions) for a run of
+    `total_updates` gradient steps (the schedule's length); `lr` replaces
+    options.learning_rate (an actor's or temperature's own rate)."""
+    if lr is not None and lr > 0:
+        options = dataclasses.replace(options, learning_rate=lr)
     lr = learning_rate(options, total_updates)
     if options.optimizer == "adam":
-        optimizer = optax.adam(lr, eps=options.adam_eps)
+        optimizer = optax.adam(lr, b1=options.adam_b1, eps=options.adam_eps)
     elif options.optimizer == "adamw":
-        optimizer = optax.adamw(lr, eps=options.adam_eps, weight_decay=options.weight_decay)
+        optimizer = optax.adamw(lr, b1=options.adam_b1, eps=options.adam_eps, weight_decay=options.weight_decay)
     elif options.optimizer == "rmsprop":
         optimizer = optax.rmsprop(lr, eps=options.adam_eps)
     elif options.optimizer == "sgd":

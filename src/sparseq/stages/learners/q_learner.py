@@ -35,7 +35,7 @@ from sparseq.stages.learners.losses import (
     td_targets,
 )
 from sparseq.stages.learners.optimizers import make_optimizer, total_updates
-from sparseq.stages.learners.options import LearnerOptions
+from sparseq.stages.learners.options import OptimizerOptions
 from sparseq.stages.learners.population import select_member, stack_members
 from sparseq.stages.learners.value_state import ValueState
 from sparseq.stages.networks.options import NetworkConfig, make_network_factory
@@ -52,7 +52,7 @@ LearnerState = ValueState
 
 
 @dataclass(frozen=True)
-class QLearnerOptions(LearnerOptions):
+class QLearnerOptions(OptimizerOptions):
     target: TargetKind = "network"
     """network: a separate target network (DQN; an operator must update it, e.g.
     target_sync); online: current parameters under stop-gradient (TF-DQN, iS-QL)."""
@@ -60,21 +60,6 @@ class QLearnerOptions(LearnerOptions):
     """Double DQN: the bootstrap action at s' is the argmax of the online network (each
     member's own; the source head's index with iterated heads), valued by the target
     network. Needs target = "network"."""
-    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
-    """optax's adam, adamw, rmsprop (decay 0.9, not centered) or sgd (no momentum)."""
-    learning_rate: float = 3e-4
-    """The (initial, with a schedule) learning rate."""
-    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    """linear / cosine: from learning_rate to lr_end over the run's gradient steps,
-    (run.total_steps - warmup) // update_every."""
-    lr_end: float = 0.0
-    """The learning rate of the last gradient step with lr_schedule linear or cosine."""
-    adam_eps: float = 1e-8
-    """eps of adam, adamw and rmsprop."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay of adamw."""
-    max_grad_norm: float = 0.0
-    """Clip each member's gradient to this global norm before the optimizer (0 = off)."""
     loss: Literal["l2", "huber"] = "l2"
     online_forward: Literal["concat", "separate"] = "concat"
     """With target = "online" (TF-DQN, iS-QL): "concat" passes concat(s, s') through
@@ -92,13 +77,6 @@ class QLearnerOptions(LearnerOptions):
         return [
             *super().rules(),
             ("double_q", not self.double_q or self.target == "network", "needs target='network'"),
-            ("learning_rate", self.learning_rate > 0, "must be > 0"),
-            ("lr_end", self.lr_end >= 0, "must be >= 0"),
-            ("lr_end", self.lr_end == 0 or self.lr_schedule != "constant", "needs lr_schedule 'linear' or 'cosine'"),
-            ("adam_eps", self.adam_eps > 0, "must be > 0"),
-            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
-            ("weight_decay", self.weight_decay == 0 or self.optimizer == "adamw", "needs optimizer 'adamw'"),
-            ("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0 (0 = no clipping)"),
             ("population", self.population >= 1, "must be >= 1"),
         ]
 
@@ -152,7 +130,14 @@ class QLearner(eqx.Module):
     def from_options(cls, options: QLearnerOptions, context: BuildContext) -> "QLearner":
         """The Q-network of the [network] section, K + 1 heads when it iterates; the
         optimizer's schedule spans the run's gradient steps."""
+        if context.continuous:
+            raise ValueError(
+                f"the Q-learner needs discrete actions; {context.task_id or 'the task'} has continuous actions "
+                f"{context.action_shape} (use learner.kind = 'sac')"
+            )
         network: NetworkConfig = context.sections["network"]
+        if network.batch_norm:
+            raise ValueError("network.batch_norm is the SAC critic's option (learner.kind = 'sac')")
         updates = total_updates(context.total_steps, options.warmup, options.update_every)
         return cls(
             make_network=make_network_factory(network, context.obs_shape, network.num_heads, context.num_actions),

@@ -31,6 +31,12 @@ class NetworkConfig(StageOptions):
     TF-DQN). K >= 1 needs learner.target = "online" and a shared_target_shift operator."""
     layer_norm: bool = False
     """LayerNorm over features before each ReLU."""
+    batch_norm: bool = False
+    """SAC critic only (CrossQ): BatchNorm on the input and after each ReLU, with
+    (s, a) and (s', a') in ONE batch, running statistics outside the critic loss.
+    Needs learner.target = "online" (no target critic)."""
+    batch_norm_momentum: float = 0.99
+    """Weight of the old running statistics at each training batch."""
     init: Literal["auto", "lecun_normal", "xavier_uniform", "torch_default"] = "auto"
     """auto: LeCun-normal for the MLP, Xavier-uniform for the CNN (the authors' choices)."""
 
@@ -40,6 +46,7 @@ class NetworkConfig(StageOptions):
             ("hidden", all(h > 0 for h in self.hidden), "sizes must be > 0"),
             ("dense_units", self.dense_units > 0, "must be > 0"),
             ("iterations", self.iterations >= 0, "must be >= 0 (0 = one head)"),
+            ("batch_norm_momentum", 0 <= self.batch_norm_momentum < 1, "must be in [0, 1)"),
             (
                 "impala_channels",
                 len(channels) > 0 and all(c > 0 for c in channels),

@@ -11,9 +11,11 @@ ValueError (one line) when the learner lacks what the operator needs; pipeline f
 report it against the operator's entry.
 
 Composition rules are declared, not coded in the builder:
-- `owns`: roles only one operator of a pipeline may play ("target_update": what the
-  target network becomes; "masks": who sets the sparsity masks; "heads": the iS-QL
-  window shift). A second owner of a role is an error.
+- `owns`: roles only one operator of a pipeline may play per value sub-state
+  ("target_update": what the target network becomes; "masks": who sets the sparsity
+  masks; "heads": the iS-QL window shift). A second owner of a role on the same value
+  state is an error; an actor's masks and a critic's masks have one owner each.
+  `roles(options)` gives them for one configuration (an option may drop a role).
 - `precedes`: roles whose owner must come later in the list (PolyPrune prunes before
   the target update, so a synced target is the freshly pruned network).
 
@@ -43,6 +45,16 @@ def period_crossed(period: int, steps_before: Array, steps_after: Array) -> Arra
 class Operator(eqx.Module):
     owns: ClassVar[tuple[str, ...]] = ()
     precedes: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def roles(cls, options: Any) -> tuple[str, ...]:
+        """The roles this operator plays with `options` (its class's `owns` unless an
+        option changes them)."""
+        return cls.owns
+
+    def owned_roles(self) -> tuple[str, ...]:
+        """The roles of this built operator."""
+        return type(self).owns
 
     def init(self, learner_state: Any) -> Any:
         return ()

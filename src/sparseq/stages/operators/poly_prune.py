@@ -33,6 +33,17 @@ def cubic_sparsity(step: Array | int, *, start_step: int, end_step: int, final_s
     return final_sparsity * (1.0 - (1.0 - progress) ** 3)
 
 
+def prune_members(ls: ValueState, sparsity: Array, criterion: Criterion) -> ValueState:
+    """Every member's masks recomputed to `sparsity` (never reviving a weight); weights
+    and optimizer moments masked."""
+    masks = eqx.filter_vmap(lambda net, m: prune_to_sparsity(net, m, sparsity, criterion))(ls.online, ls.masks)
+    return eqx.tree_at(
+        lambda s: (s.online, s.opt_state, s.masks),
+        ls,
+        (apply_masks(ls.online, masks), mask_optimizer_state(ls.opt_state, masks), masks),
+    )
+
+
 class PolyPruneState(eqx.Module):
     applied: Array  # () float32: the scheduled sparsity of the last recomputation
     seen_updates: Array  # () int32: learner gradient steps at the last call
@@ -119,13 +130,7 @@ class PolyPrune(ValueOperator):
         )
 
     def prune(self, ls: ValueState, sparsity: Array) -> ValueState:
-        """Every member's masks recomputed to `sparsity`; weights and moments masked."""
-        masks = eqx.filter_vmap(lambda net, m: prune_to_sparsity(net, m, sparsity, self.criterion))(ls.online, ls.masks)
-        return eqx.tree_at(
-            lambda s: (s.online, s.opt_state, s.masks),
-            ls,
-            (apply_masks(ls.online, masks), mask_optimizer_state(ls.opt_state, masks), masks),
-        )
+        return prune_members(ls, sparsity, self.criterion)
 
     def apply(
         self, state: PolyPruneState, learner_state: ValueState, steps_before: Array, steps_after: Array

@@ -4,7 +4,8 @@ masked online networks that all regress on one shared target.
 At every target update (every `period` environment steps, once learning has begun):
 1. k* = argmin of the per-network loss sums of the period, NaN ignored (a network
    whose loss diverged is never picked; if all are NaN, network 0 is kept).
-2. The target becomes a copy of network k*; the loss sums are reset.
+2. The target becomes a copy of network k* (option `target = "keep"`: another
+   operator, e.g. a polyak update, moves it instead); the loss sums are reset.
 3. Network 0 becomes a copy of the winner at the SAME sparsity (same mask);
    network k = 1..K-1 becomes the winner with a further k * rho / (K - 1) of its
    remaining weights pruned (lowest magnitude first, per layer or globally).
@@ -80,6 +81,10 @@ class PruneSelectOptions(ValueOperatorOptions):
     """copy: every network gets the winner's optimizer state, masked; reset: fresh."""
     horizon: float = 0.8
     """Fraction of run.total_steps after which sparsity is frozen."""
+    target: Literal["copy", "keep"] = "copy"
+    """copy: the target becomes the winner (EauDeQN; the selection IS the target
+    update); keep: the target is left to another operator, e.g. a polyak update that
+    follows the selected network between selections (EauDeSAC)."""
 
     def rules(self) -> list[Rule]:
         return [
@@ -100,6 +105,7 @@ class PruneSelect(ValueOperator):
     optimizer_state: "copy" (the winner's, masked) or "reset" (optimizer.init).
     horizon_step: environment steps after which sparsity is frozen.
     optimizer: the learner's optimizer (needed for "reset").
+    copies_target: the target becomes the winner (else another operator updates it).
 
     Metrics (every iteration, values as of the last target update):
     "target_updated" () bool, "population/selected" () int32,
@@ -110,6 +116,13 @@ class PruneSelect(ValueOperator):
     owns = ("target_update", "masks")
     Options = PruneSelectOptions
 
+    @classmethod
+    def roles(cls, options: PruneSelectOptions) -> tuple[str, ...]:
+        return cls.owns if getattr(options, "target", "copy") == "copy" else ("masks",)
+
+    def owned_roles(self) -> tuple[str, ...]:
+        return self.owns if self.copies_target else ("masks",)
+
     period: int = eqx.field(static=True)
     num_networks: int = eqx.field(static=True)
     optimizer: optax.GradientTransformation = eqx.field(static=True)
@@ -117,6 +130,7 @@ class PruneSelect(ValueOperator):
     criterion: Criterion = eqx.field(static=True, default="layer")
     optimizer_state: Literal["copy", "reset"] = eqx.field(static=True, default="copy")
     horizon_step: int = eqx.field(static=True, default=2**31 - 1)
+    copies_target: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         if self.num_networks < 2:
@@ -145,6 +159,7 @@ class PruneSelect(ValueOperator):
             criterion=options.criterion,
             optimizer_state=options.optimizer_state,
             horizon_step=round(options.horizon * context.total_steps),
+            copies_target=options.target == "copy",
             on=options.on,
         )
 
@@ -187,10 +202,11 @@ class PruneSelect(ValueOperator):
         else:
             winner_opt = select_member(ls.opt_state, winner_index)
             opt_state = jax.vmap(lambda m: mask_optimizer_state(winner_opt, m))(masks)
+        target = winner if self.copies_target else ls.target
         ls = eqx.tree_at(
             lambda s: (s.online, s.target, s.opt_state, s.masks, s.loss_sums, s.acting_member),
             ls,
-            (online, winner, opt_state, masks, jnp.zeros_like(ls.loss_sums), jnp.zeros((), jnp.int32)),
+            (online, target, opt_state, masks, jnp.zeros_like(ls.loss_sums), jnp.zeros((), jnp.int32)),
         )
         state = PruneSelectState(
             selected=winner_index,

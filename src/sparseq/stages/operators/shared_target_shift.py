@@ -20,44 +20,60 @@ from jax import Array
 
 from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.value_state import ValueState
-from sparseq.stages.networks.q_network import QNetwork
+from sparseq.stages.networks.heads import MultiHeadLinear
 from sparseq.stages.operators.base import ValueOperator, ValueOperatorOptions, period_crossed
 from sparseq.stages.options import Rule
 
 
-def shift_rows(values: Array, num_actions: int) -> Array:
-    """Shifts head blocks of rows on axis 1 (axis 0 is the population).
+def shift_rows(values: Array, num_actions: int, axis: int = 1) -> Array:
+    """Shifts head blocks of rows along `axis` (1 = after the population axis).
 
     values: (P, H * A, ...) -> (P, H * A, ...) with block h <- block h + 1 for
-    h < H - 1 and the last block unchanged.
+    h < H - 1 and the last block unchanged. A stacked critic's kernel (P, 2, H * A, F)
+    shifts along axis -2 and its bias (P, 2, H * A) along -1.
     """
     a = num_actions
-    return jnp.concatenate([values[:, a:], values[:, -a:]], axis=1)
+    size = values.shape[axis]
+    upper = jax.lax.slice_in_dim(values, a, size, axis=axis)
+    last = jax.lax.slice_in_dim(values, size - a, size, axis=axis)
+    return jnp.concatenate([upper, last], axis=axis)
 
 
-def shift_network_heads(network: QNetwork) -> QNetwork:
-    """One `tree_at` on the last layer's kernel and bias of a stacked network."""
-    a = network.head.num_actions
-    linear = network.head.linear
-    return eqx.tree_at(
-        lambda n: (n.head.linear.weight, n.head.linear.bias),
-        network,
-        (shift_rows(linear.weight, a), shift_rows(linear.bias, a)),
-    )
+def _is_head(node: Any) -> bool:
+    return isinstance(node, MultiHeadLinear)
+
+
+def _shift_head(head: Any, num_actions: int) -> Any:
+    """A MultiHeadLinear (or its mask, None where unmasked) with its rows shifted: the
+    kernel's rows are axis -2, the bias's axis -1, whatever the stacking in front."""
+    linear = head.linear
+    pairs = [(lambda h: h.linear.weight, linear.weight, -2), (lambda h: h.linear.bias, linear.bias, -1)]
+    for where, value, axis in pairs:
+        if value is not None:
+            head = eqx.tree_at(where, head, shift_rows(value, num_actions, axis), is_leaf=lambda x: x is None)
+    return head
+
+
+def heads_of(network: Any) -> list[MultiHeadLinear]:
+    """The multi-head output layers of a (stacked) network: one for a Q-network, the
+    twins' shared stacked one for a SAC critic."""
+    return [node for node in jax.tree.leaves(network, is_leaf=_is_head) if _is_head(node)]
+
+
+def shift_network_heads(network: Any) -> Any:
+    """Every multi-head output layer of a stacked network shifted by one head."""
+    return jax.tree.map(lambda n: _shift_head(n, n.num_actions) if _is_head(n) else n, network, is_leaf=_is_head)
 
 
 def shift_head_masks(masks: Any, num_actions: int) -> Any:
-    """Shifts the last layer's masks with the weights (sparse iS-QL), so a moved head
+    """Shifts the output layers' masks with the weights (sparse iS-QL), so a moved head
     keeps its own zero pattern; `masks` is a pytree like the network, None where a
     parameter has no mask, or None altogether."""
-    head = getattr(getattr(masks, "head", None), "linear", None)
-    if head is None:
+    if masks is None:
         return masks
-    pairs = [(lambda m: m.head.linear.weight, head.weight), (lambda m: m.head.linear.bias, head.bias)]
-    for where, mask in pairs:
-        if mask is not None:
-            masks = eqx.tree_at(where, masks, shift_rows(mask, num_actions))
-    return masks
+    return jax.tree.map(
+        lambda n: _shift_head(n, num_actions) if _is_head(n) else n, masks, is_leaf=lambda x: _is_head(x) or x is None
+    )
 
 
 @dataclass(frozen=True)
@@ -89,7 +105,7 @@ class SharedTargetShift(ValueOperator):
         return cls(period=options.period, on=options.on)
 
     def check(self, values: ValueState) -> None:
-        if getattr(values.online, "num_heads", 1) < 2:
+        if not heads_of(values.online) or getattr(values.online, "num_heads", 1) < 2:
             raise ValueError("the window shift needs a network with K + 1 >= 2 heads (network.iterations >= 1)")
         if values.target is not None:
             raise ValueError("the shared target is head 0: the shift needs a learner with target='online'")
@@ -98,7 +114,7 @@ class SharedTargetShift(ValueOperator):
         self, state: Any, values: ValueState, steps_before: Array, steps_after: Array
     ) -> tuple[Any, ValueState, dict[str, Array]]:
         due = period_crossed(self.period, steps_before, steps_after) & (values.updates > 0)
-        num_actions = values.online.head.num_actions
+        num_actions = heads_of(values.online)[0].num_actions
 
         def shift(vs: ValueState) -> ValueState:
             return eqx.tree_at(

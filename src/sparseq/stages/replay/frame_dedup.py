@@ -44,7 +44,7 @@ from sparseq.types import Transition
 class FrameDedupState(eqx.Module):
     frames: Array  # (F, N, c, H, W) uint8: newest frame of the observation at each step
     episode_pos: Array  # (F, N) uint8: min(position in episode, S - 1)
-    action: Array  # (C, N) int32
+    action: Array  # (C, N) int32, or (C, N, A) float32
     reward: Array  # (C, N) float32
     terminated: Array  # (C, N) bool
     truncated: Array  # (C, N) bool

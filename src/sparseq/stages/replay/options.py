@@ -1,7 +1,9 @@
 """Options of the replay (a pipeline file's [replay] section) and the replay they build."""
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from sparseq.stages.collect.options import EnvConfig
 from sparseq.stages.options import Rule, StageOptions
@@ -25,12 +27,26 @@ class ReplayConfig(StageOptions):
 
 
 def make_replay(
-    replay: ReplayConfig, env: EnvConfig, *, n_step: int, gamma: float, obs_shape: tuple[int, ...]
+    replay: ReplayConfig,
+    env: EnvConfig,
+    *,
+    n_step: int,
+    gamma: float,
+    obs_shape: tuple[int, ...],
+    action_shape: tuple[int, ...] = (),
+    action_dtype: Any = np.dtype(np.int32),
 ) -> UniformReplay:
     """UniformReplay, or FrameDedupReplay when `dedup_frames` is on (frame stacks of
-    the [env.atari] table: each frame stored once)."""
+    the [env.atari] table: each frame stored once). `action_shape` / `action_dtype`:
+    one action of the collector (() int32 discrete, (A,) float32 continuous)."""
     common = dict(
-        capacity=replay.capacity, batch_size=replay.batch_size, num_envs=env.num_envs, n_step=n_step, gamma=gamma
+        capacity=replay.capacity,
+        batch_size=replay.batch_size,
+        num_envs=env.num_envs,
+        n_step=n_step,
+        gamma=gamma,
+        action_shape=tuple(action_shape),
+        action_dtype=np.dtype(action_dtype),
     )
     if replay.dedup_frames == "off":
         return UniformReplay(**common)

@@ -13,9 +13,12 @@ per batch element and the first valid ones kept, which is exactly uniform over t
 valid starts (auto-reset steps are one per episode, so rejections are rare).
 """
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from sparseq.types import Batch, Transition
@@ -23,7 +26,7 @@ from sparseq.types import Batch, Transition
 
 class ReplayState(eqx.Module):
     obs: Array  # (C, N, *obs_shape)
-    action: Array  # (C, N) int32
+    action: Array  # (C, N) int32, or (C, N, A) float32 for continuous actions
     reward: Array  # (C, N) float32
     terminated: Array  # (C, N) bool
     truncated: Array  # (C, N) bool
@@ -39,6 +42,8 @@ class UniformReplay(eqx.Module):
     n_step: horizon of the returns.
     gamma: discount used to fold n-step rewards.
     candidates_per_sample: rejection-sampling draws per batch element.
+    action_shape, action_dtype: one action as the collector takes it: () int32
+        (discrete) or (A,) float32 (continuous).
     """
 
     capacity: int = eqx.field(static=True)
@@ -47,6 +52,8 @@ class UniformReplay(eqx.Module):
     n_step: int = eqx.field(static=True, default=1)
     gamma: float = eqx.field(static=True, default=0.99)
     candidates_per_sample: int = eqx.field(static=True, default=4)
+    action_shape: tuple[int, ...] = eqx.field(static=True, default=())
+    action_dtype: Any = eqx.field(static=True, default=np.dtype(np.int32))
 
     @property
     def slots(self) -> int:
@@ -58,7 +65,7 @@ class UniformReplay(eqx.Module):
         stream starts an episode."""
         c, n = self.slots, self.num_envs
         return {
-            "action": jnp.zeros((c, n), jnp.int32),
+            "action": jnp.zeros((c, n, *self.action_shape), self.action_dtype),
             "reward": jnp.zeros((c, n), jnp.float32),
             "terminated": jnp.zeros((c, n), bool),
             "truncated": jnp.zeros((c, n), bool),
