@@ -10,10 +10,21 @@ needed to rebuild the network skeleton from pipeline.toml: observation shape, ac
 heads). `load_final_policy` reads them back; it is the one place to switch to the orbax
 checkpoint when the run has one.
 
+A continuous-control run (SAC and its variants) saves its ACTOR instead (`save_final_actor`:
+the squashed-Gaussian policy, member 0, masks applied); its policy.json says
+`"policy": "squashed_gaussian_actor"` and holds what rebuilds the actor (observation
+shape and Dict keys, hidden sizes, action bounds). `save_run_policy` picks the right one
+for a pipeline; runs whose learner has neither save nothing.
+
 The exported folder (default RUN/export/) holds:
 - manifest.json: format version, task and envpool options, observation shape/dtype,
   actions, heads and the heads the greedy policy acts with, and one entry per layer
   (kind, shape, stride, storage format, nonzeros, dense vs stored bytes).
+  An actor's manifest has `"policy": "squashed_gaussian_actor"`, `"network": "actor"`,
+  `action_dim`, `action_low` / `action_high`, `obs_keys` (the order a Dict observation
+  is flattened in, [] for arrays) and `outputs` (the last layer's 2A rows: A means, then
+  A log standard deviations), and no num_actions / num_heads / acting_heads: the
+  deterministic action is `low + (tanh(mean) + 1) / 2 * (high - low)`.
 - weights.npz: per layer `i`: `i.data`, `i.indices`, `i.indptr` (CSR) or `i.weight`
   (dense); `i.bias`; `i.ln_weight`, `i.ln_bias` when the layer has a LayerNorm.
 
@@ -40,6 +51,7 @@ import jax
 import numpy as np
 
 FORMAT = "sparseq-policy/1"
+ACTOR_POLICY = "squashed_gaussian_actor"  # the "policy" of an actor's policy.json and manifest
 POLICY_FILE = "policy.eqx"
 MASKS_FILE = "policy_masks.npz"
 META_FILE = "policy.json"
@@ -75,11 +87,7 @@ def save_final_policy(folder: Path, learner_state: Any, obs_shape: tuple[int, ..
     network = select(learner_state.online)
     _atomic_write(folder / POLICY_FILE, lambda p: eqx.tree_serialise_leaves(p, network))
     masks = None if learner_state.masks is None else select(learner_state.masks)
-    if masks is not None:
-        flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(masks)}
-        _atomic_write(folder / MASKS_FILE, lambda p: _save_npz(p, flat))
-    elif (folder / MASKS_FILE).exists():
-        (folder / MASKS_FILE).unlink()
+    _write_masks(folder, masks)
     meta = {
         "obs_shape": list(obs_shape),
         "num_actions": int(num_actions),
@@ -92,8 +100,94 @@ def save_final_policy(folder: Path, learner_state: Any, obs_shape: tuple[int, ..
     return folder / POLICY_FILE
 
 
+def _write_masks(folder: Path, masks: Any) -> None:
+    if masks is not None:
+        flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(masks)}
+        _atomic_write(folder / MASKS_FILE, lambda p: _save_npz(p, flat))
+    elif (folder / MASKS_FILE).exists():
+        (folder / MASKS_FILE).unlink()
+
+
+def save_final_actor(
+    folder: Path,
+    actor_state: Any,
+    *,
+    obs_shape: tuple[int, ...],
+    action_low: tuple[float, ...],
+    action_high: tuple[float, ...],
+    obs_keys: tuple[str, ...] = (),
+    log_std_bounds: tuple[float, float] | None = None,
+) -> Path:
+    """Writes the actor (member 0 of `actor_state`, a ValueState, masks applied) of a
+    continuous-control learner into the run folder."""
+
+    def select(stacked: Any) -> Any:  # on the host, as in save_final_policy
+        return jax.tree.map(lambda x: np.asarray(x)[0] if eqx.is_array(x) else x, stacked)
+
+    actor = select(actor_state.online)
+    masks = None if actor_state.masks is None else select(actor_state.masks)
+    if masks is not None:
+        from sparseq.stages.sparsity import apply_masks
+
+        actor = jax.tree.map(np.asarray, apply_masks(actor, masks), is_leaf=lambda x: x is None)
+    _atomic_write(folder / POLICY_FILE, lambda p: eqx.tree_serialise_leaves(p, actor))
+    _write_masks(folder, masks)
+    low = [float(x) for x in action_low]
+    high = [float(x) for x in action_high]
+    if len(low) != actor.action_dim or len(high) != actor.action_dim:
+        raise ValueError(f"action bounds of size {len(low)}/{len(high)} for an actor with {actor.action_dim} actions")
+    meta = {
+        "policy": ACTOR_POLICY,
+        "network": "actor",
+        "obs_shape": list(obs_shape),
+        "obs_keys": list(obs_keys),
+        "action_dim": int(actor.action_dim),
+        "action_low": low,
+        "action_high": high,
+        "hidden": [int(layer.out_features) for layer in actor.torso.layers],
+        "layer_norm": any(norm is not None for norm in actor.torso.norms),
+        "acting_member": 0,
+        "masked": masks is not None,
+    }
+    if log_std_bounds is not None:
+        meta["log_std_min"], meta["log_std_max"] = (float(v) for v in log_std_bounds)
+    _atomic_write(folder / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    return folder / POLICY_FILE
+
+
+def save_run_policy(folder: Path, pipeline: Any, learner_state: Any) -> Path | None:
+    """Saves the final policy of a run: the acting Q-network of a learner with discrete
+    actions (`num_actions`), the actor of one whose state holds an `actor` ValueState
+    (SAC); None (nothing written) for other learners."""
+    from sparseq.stages.learners.value_state import ValueState, has_value_state, value_state_of
+
+    learner, collector = pipeline.learner, pipeline.collector
+    if hasattr(learner, "num_actions") and has_value_state(learner_state):
+        return save_final_policy(folder, value_state_of(learner_state), collector.obs_shape, learner.num_actions)
+    actor = getattr(learner_state, "actor", None)
+    if isinstance(actor, ValueState) and hasattr(learner, "action_low"):
+        bounds = None
+        if hasattr(learner, "log_std_min") and hasattr(learner, "log_std_max"):
+            bounds = (learner.log_std_min, learner.log_std_max)
+        return save_final_actor(
+            folder,
+            actor,
+            obs_shape=tuple(collector.obs_shape),
+            action_low=tuple(learner.action_low),
+            action_high=tuple(learner.action_high),
+            obs_keys=tuple(getattr(collector, "obs_keys", ())),
+            log_std_bounds=bounds,
+        )
+    return None
+
+
+def is_actor(meta: dict[str, Any]) -> bool:
+    """True for the policy.json / manifest of a squashed-Gaussian actor."""
+    return meta.get("policy") == ACTOR_POLICY
+
+
 class FinalPolicy(eqx.Module):
-    network: Any  # QNetwork with masks applied
+    network: Any  # QNetwork (or GaussianActor when is_actor(meta)) with masks applied
     masks: dict[str, np.ndarray] | None  # parameter path -> 0/1 mask, None for dense runs
     meta: dict[str, Any] = eqx.field(static=True)
     config: Any = eqx.field(static=True)  # the run's PipelineConfig
@@ -127,10 +221,13 @@ def load_final_policy(folder: Path) -> FinalPolicy:
     config = _read_config(folder)
     try:
         meta = json.loads((folder / META_FILE).read_text())
-        shape, heads, actions = tuple(meta["obs_shape"]), int(meta["num_heads"]), int(meta["num_actions"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        if is_actor(meta):
+            make = _actor_factory(meta)
+        else:
+            shape, heads, actions = tuple(meta["obs_shape"]), int(meta["num_heads"]), int(meta["num_actions"])
+            make = make_network_factory(config.network, shape, heads, actions)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise ExportError(f"{folder / META_FILE}: unreadable ({type(error).__name__}: {error})") from None
-    make = make_network_factory(config.network, shape, heads, actions)
     skeleton = eqx.filter_eval_shape(make, jax.random.key(0))  # shapes only, nothing computed
     try:
         network = eqx.tree_deserialise_leaves(folder / POLICY_FILE, skeleton)
@@ -144,6 +241,17 @@ def load_final_policy(folder: Path) -> FinalPolicy:
             masks = {name: data[name] for name in data.files}
         network = apply_path_masks(network, masks)
     return FinalPolicy(network=network, masks=masks, meta=meta, config=config)
+
+
+def _actor_factory(meta: dict[str, Any]):
+    """key -> the GaussianActor skeleton that `meta` (an actor's policy.json) describes."""
+    from sparseq.stages.networks.actor import GaussianActor
+
+    features = int(np.prod(meta["obs_shape"]))
+    hidden = tuple(int(h) for h in meta["hidden"])
+    action_dim = int(meta["action_dim"])
+    layer_norm = bool(meta.get("layer_norm", False))
+    return lambda key: GaussianActor(features, hidden, action_dim, layer_norm=layer_norm, key=key)
 
 
 def apply_path_masks(network: Any, masks: dict[str, np.ndarray]) -> Any:

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from sparseq.stages.collect.tasks import is_mujoco_task, task_family
+
 DEFAULT_SIZE: tuple[int, int] = (240, 240)  # (width, height); envpool's own default is 480x480
 DEFAULT_FPS = 30.0  # when the task's control rate cannot be read from its XML
-_RENDERABLE_FAMILIES = ("envpool.mujoco.gym", "envpool.mujoco.dmc")
 # make options record_episodes sets itself; each has its own argument
 _RESERVED_OPTIONS = {
     "num_envs": "always 1",
@@ -62,7 +63,7 @@ class VideoResult:
 def renderable(task_id: str) -> bool:
     """True for envpool's MuJoCo gym tasks and DeepMind Control tasks (the families this
     module renders); False for other families and for unknown ids."""
-    return _task_family(task_id) in _RENDERABLE_FAMILIES
+    return is_mujoco_task(task_id)
 
 
 def record_episodes(
@@ -93,7 +94,7 @@ def record_episodes(
     OpenGL backend works here; ValueError on bad arguments. Writes nothing in either case.
     """
     if not renderable(task_id):
-        family = _task_family(task_id)
+        family = task_family(task_id)
         what = "not an envpool task" if family is None else f"a {family} task"
         raise VideoUnavailable(f"{task_id} is {what}; videos are for MuJoCo and DeepMind Control tasks only")
     width, height = (int(v) for v in size)
@@ -170,14 +171,6 @@ def log_video_to_wandb(run: Any, key: str, result: VideoResult) -> None:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _task_family(task_id: str) -> str | None:
-    """envpool's import path of the task's family ('envpool.mujoco.dmc', ...), or None."""
-    import envpool.registration as registration
-
-    spec = registration.registry.specs.get(task_id)
-    return None if spec is None else spec[0]
-
-
 # Kept for the process: a GLContext freed while envpool still holds MuJoCo render
 # contexts made in it would leave those dangling.
 _gl_context: Any = None
@@ -246,7 +239,7 @@ def _control_fps(task_id: str, config: dict[str, Any]) -> float | None:
 
 def _task_xml(task_id: str, config: dict[str, Any]) -> Path | None:
     assets = Path(str(config.get("base_path", ""))) / "mujoco"
-    family = _task_family(task_id)
+    family = task_family(task_id)
     if family == "envpool.mujoco.gym" and config.get("xml_file"):
         xml = assets / "assets_gym" / str(config["xml_file"])
         return xml if xml.is_file() else None

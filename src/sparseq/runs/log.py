@@ -139,6 +139,14 @@ class WandbLog:
         except Exception as error:
             self._warn(error)
 
+    def log_video(self, key: str, video: Any) -> None:
+        """An evaluation video (a sparseq.outputs.video.VideoResult) as a W&B video."""
+        if self.run is None:
+            return
+        from sparseq.outputs.video import log_video_to_wandb
+
+        log_video_to_wandb(self.run, key, video)
+
     def finish(self, summary: dict[str, Any]) -> None:
         if self.run is None:
             return

@@ -18,6 +18,8 @@ evaluation episodes differ from the straight run's (training does not).
 """
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -93,6 +95,9 @@ class Evaluator:
         self.next_due = settings.every
         self.history: list[EvalResult] = []
         self._chunk = eqx.filter_jit(self._steps)
+        self.video_episodes = settings.video_episodes if settings.video else 0
+        self.video_max_steps = settings.video_max_steps
+        self._policy = eqx.filter_jit(self._greedy)
 
     def due(self, env_steps: int) -> bool:
         return self.every > 0 and env_steps >= self.next_due
@@ -125,6 +130,39 @@ class Evaluator:
             cstate, out = one(cstate, k)
             outputs.append(out)
         return cstate, jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
+
+    def _greedy(self, learner_state: LearnerState, obs: jax.Array) -> jax.Array:
+        deterministic = getattr(self.learner, "act_deterministic", None)
+        if deterministic is not None:
+            return deterministic(learner_state, obs)
+        key = jax.random.key(0)
+        return self.learner.act(learner_state, obs, key, jnp.asarray(self.epsilon, jnp.float32))
+
+    def record_video(self, learner_state: LearnerState, env_steps: int, folder: Path):
+        """Renders the evaluated policy to folder/videos/eval-STEP.mp4; the VideoResult,
+        or None after one warning when rendering cannot work here."""
+        from sparseq.outputs.video import VideoUnavailable, record_episodes
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            return np.asarray(self._policy(learner_state, jnp.asarray(obs, jnp.float32)))
+
+        path = folder / "videos" / f"eval-{env_steps}.mp4"
+        path.parent.mkdir(exist_ok=True)
+        try:
+            return record_episodes(
+                self.collector.task_id,
+                policy,
+                path,
+                episodes=self.video_episodes,
+                max_steps=self.video_max_steps,
+                seed=eval_seed(self.run_seed),
+                env_options=dict(self.collector.env_options),
+            )
+        except VideoUnavailable as error:
+            if not getattr(self, "_video_warned", False):
+                print(f"warning: no evaluation video: {error}", file=sys.stderr)
+                self._video_warned = True
+            return None
 
     def run(self, learner_state: LearnerState, env_steps: int) -> EvalResult:
         """One evaluation with the current parameters (host loop over jitted chunks)."""

@@ -525,6 +525,11 @@ class Trainer:
         }
         if self.evaluator is not None and state is not None and self.evaluator.due(steps):
             record.update(self.evaluator.run(state.learner, steps).record())
+            if self.evaluator.video_episodes:
+                video = self.evaluator.record_video(state.learner, steps, self.folder)
+                if video is not None:
+                    record["eval/video_return"] = float(np.mean(video.episode_returns))
+                    wandb_log.log_video("eval/video", video)
         timing = {"env_steps": steps, "time": time.perf_counter() - started, "steps_per_second": steps_per_second}
         log.write(record, timing)
         log.write_episodes(episodes)

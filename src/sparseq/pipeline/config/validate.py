@@ -18,6 +18,7 @@ from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.stage_entries import typed_options
 from sparseq.pipeline.registry import StageKindError, resolve
 from sparseq.pipeline.stage import Stage, operator_key, options_class
+from sparseq.stages.collect.tasks import is_mujoco_task
 
 SourceOf = Callable[[str], str]
 Rule = tuple[str, bool, str]
@@ -55,6 +56,10 @@ def _run_rules(c: PipelineConfig) -> list[Rule]:
         ("eval.max_steps", c.eval.max_steps >= 1, "must be >= 1"),
         ("eval.epsilon", 0 <= c.eval.epsilon <= 1, "must be in [0, 1]"),
         ("eval.num_envs", c.eval.num_envs >= 1, "must be >= 1"),
+        ("eval.video", not c.eval.video or c.eval.every > 0, "needs eval.every > 0 (videos are made at evaluations)"),
+        ("eval.video", not c.eval.video or is_mujoco_task(c.env.task_id), _not_renderable(c.env.task_id)),
+        ("eval.video_episodes", c.eval.video_episodes >= 1, "must be >= 1"),
+        ("eval.video_max_steps", c.eval.video_max_steps >= 1, "must be >= 1"),
     ]
 
 
@@ -174,6 +179,10 @@ def _type_errors(section: Any, prefix: str) -> list[tuple[str, str, Any]]:
 
 def _is_checkable(hint: Any) -> bool:
     return hint in (int, float, bool, str) or typing.get_origin(hint) in (typing.Literal, tuple)
+
+
+def _not_renderable(task_id: str) -> str:
+    return f"renders MuJoCo and DeepMind Control tasks only; {task_id!r} is not one"
 
 
 def validate(config: PipelineConfig, source_of: SourceOf) -> PipelineConfig:

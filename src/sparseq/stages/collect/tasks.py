@@ -25,6 +25,22 @@ def is_atari_task(task_id: str) -> bool:
     return "atari" in str(spec[0]).lower()
 
 
+MUJOCO_FAMILIES = ("envpool.mujoco.gym", "envpool.mujoco.dmc")
+
+
+def task_family(task_id: str) -> str | None:
+    """envpool's import path of the task's family ('envpool.mujoco.dmc', ...), or None."""
+    import envpool.registration as registration
+
+    spec = registration.registry.specs.get(task_id)
+    return None if spec is None else spec[0]
+
+
+def is_mujoco_task(task_id: str) -> bool:
+    """MuJoCo gym (v4/v5) and DeepMind Control tasks: the ones MuJoCo can render."""
+    return task_family(task_id) in MUJOCO_FAMILIES
+
+
 def check_task_id(task_id: str) -> None:
     if task_id in known_task_ids():
         return
