@@ -61,6 +61,8 @@ class Context:
     sections (a later section can re-time them next to its own), the rows."""
 
     quick: bool = False
+    peer_python: str = ""
+    """The bench venv's python for peers (bench/peers/README.md); empty skips them."""
     figures: dict[str, float] = dataclasses.field(default_factory=dict)
     timers: dict[str, "Timer"] = dataclasses.field(default_factory=dict)
     rows: list[Row] = dataclasses.field(default_factory=list)
@@ -152,6 +154,13 @@ def load_config(pipeline: str, overrides: list[str] = ()) -> PipelineConfig:
     return config
 
 
+def random_stored_actions(pipeline: Pipeline, shape: tuple[int, ...], key: jax.Array) -> jax.Array:
+    """Replay-shaped random actions: indices for a discrete task, [-1, 1] for a continuous one."""
+    if pipeline.collector.num_actions:
+        return jax.random.randint(key, shape, 0, pipeline.collector.num_actions)
+    return jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
+
+
 def filled_state(pipeline: Pipeline, key: jax.Array) -> TrainState:
     """The pipeline's initial state with a full replay buffer of random content (the
     sample/update cost does not depend on the values), no auto-reset steps in it."""
@@ -170,7 +179,7 @@ def filled_state(pipeline: Pipeline, key: jax.Array) -> TrainState:
         replay,
         (
             obs,
-            jax.random.randint(action_key, replay.action.shape, 0, pipeline.collector.num_actions),
+            random_stored_actions(pipeline, replay.action.shape, action_key),
             jax.random.normal(reward_key, replay.reward.shape),
             jnp.zeros_like(replay.is_reset_step),
             jnp.asarray(pipeline.replay.slots, jnp.int32),
@@ -211,6 +220,15 @@ def interleaved_rates(timers: dict[str, Timer], rounds: int) -> dict[str, float]
     return {name: timers[name].units / statistics.median(times) for name, times in seconds.items()}
 
 
+def random_actions(collector: EnvpoolCollector, key: jax.Array) -> jax.Array:
+    """Uniform actions of the collector's action space: (N,) int32 or (N, A) float32."""
+    if collector.num_actions:
+        return jax.random.randint(key, (collector.num_envs,), 0, collector.num_actions)
+    low = jnp.asarray(collector.action_low, jnp.float32)
+    high = jnp.asarray(collector.action_high, jnp.float32)
+    return jax.random.uniform(key, (collector.num_envs, *collector.action_shape), minval=low, maxval=high)
+
+
 def env_timer(collector: EnvpoolCollector, steps: int, seed: int = 0) -> Timer:
     """The collector alone: random actions, `steps` iterations (N environments each)
     inside one jitted `lax.scan`; units are environment steps."""
@@ -218,7 +236,7 @@ def env_timer(collector: EnvpoolCollector, steps: int, seed: int = 0) -> Timer:
     def body(carry, _):
         cstate, key = carry
         key, action_key = jax.random.split(key)
-        actions = jax.random.randint(action_key, (collector.num_envs,), 0, collector.num_actions)
+        actions = random_actions(collector, action_key)
         cstate, _, _ = collector.step(cstate, actions)
         return (cstate, key), None
 
@@ -556,6 +574,53 @@ def sparse_full(ctx: Context) -> None:
         ctx.report(f"{label} / DQN steps/s", sps / dqn_sps, "x")
 
 
+SAC = "sac-halfcheetah"  # twin critics 256-256, actor 256-256, batch 256, one update per step
+SAC_OVERRIDES = ["--replay.capacity", "100000", "--learner.warmup", "1000"]
+
+
+@section("sac-env")
+def sac_env(ctx: Context) -> None:
+    """Env-only steps/s: HalfCheetah-v5, 1 env, envpool's XLA step (scoped x64) vs host stepping."""
+    config = load_config(SAC, SAC_OVERRIDES)
+    xla = make_collector(config)
+    host = make_collector(dataclasses.replace(config, env=dataclasses.replace(config.env, mode="host")))
+    steps = ctx.size(10_000, 1_000)
+    timers = {"xla": env_timer(xla, steps), "host": env_timer(host, steps)}
+    ctx.timers["sac-env"] = timers["xla"]
+    rates = interleaved_rates(timers, ctx.size(5, 3))
+    ctx.report("env steps/s, xla (x64)", rates["xla"], "steps/s", note="envpool XLA step traced under enable_x64")
+    ctx.report("env steps/s, host", rates["host"], "steps/s", note="io_callback to env.step")
+    ctx.report("xla / host", rates["xla"] / rates["host"], "x", note="picks the preset's env.mode")
+
+
+@section("sac-full", requires=("sac-env",))
+def sac_full(ctx: Context) -> None:
+    """SAC on HalfCheetah-v5: full loop vs update-only, and SBX's SAC at the same settings."""
+    config = load_config(SAC, SAC_OVERRIDES)
+    pipeline = build_pipeline(config)
+    updates = ctx.size(1_000, 100)
+    learner = ctx.timers["sac-learner"] = learner_timer(pipeline, updates)
+    full = ctx.timers["sac-full"] = runner_timer(pipeline, loop_kind(config), updates)
+    rates = interleaved_rates({"env": ctx.timers["sac-env"], "learner": learner, "full": full}, ctx.size(5, 3))
+    ctx.report("update-only updates/s", rates["learner"], "updates/s", note="sample + critic/actor/alpha step")
+    sps = ctx.report("full-loop steps/s", rates["full"], "steps/s", note=f"ChunkRunner, chunks of {updates}")
+    ctx.report("full / update-only", sps / rates["learner"], "x", target=">= 0.9")
+    bound = bound_steps_per_second(rates["env"], rates["learner"], pipeline.update_every)
+    ctx.report("full / sequential bound", sps / bound, "x", note="bound 1/(1/env + 1/update)")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from peers.run_peer import run_sbx
+
+    warmup = 5_000
+    peer = run_sbx(ctx.peer_python, "HalfCheetah-v5", warmup + ctx.size(2_500, 1_000), warmup, seed=0)
+    if peer is None or not peer.get("steps_per_s_after_warmup"):
+        return
+    sbx = ctx.report("SBX SAC steps/s", peer["steps_per_s_after_warmup"], "steps/s", note="after warm-up and compile")
+    # sparseq's full loop re-timed after the peer, so both sides see the load of the moment.
+    again = full.rate(ctx.size(3, 2))
+    ctx.report("full-loop steps/s, re-timed", again, "steps/s", note="right after the SBX run")
+    ctx.report("sparseq / SBX", min(sps, again) / sbx, "x", target=">= 1.4", note="the lower sparseq figure")
+
+
 # ---------------------------------------------------------------------------------
 # Driver
 
@@ -589,6 +654,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated section names (their requirements run too)")
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
     parser.add_argument("--list", action="store_true", help="list the sections and exit")
+    parser.add_argument(
+        "--peer-python",
+        default="/work/bench-venv/bin/python",
+        help="python of the bench venv with the peers (SBX); see bench/peers/README.md",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for s in SECTIONS.values():
@@ -597,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = resolve([n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS))
     print(machine_line(), flush=True)
-    ctx = Context(quick=args.quick)
+    ctx = Context(quick=args.quick, peer_python=args.peer_python)
     started = time.perf_counter()
     for name in names:
         ctx.current = name

@@ -129,7 +129,7 @@ def save_final_actor(
     if masks is not None:
         from sparseq.stages.sparsity import apply_masks
 
-        actor = jax.tree.map(np.asarray, apply_masks(actor, masks), is_leaf=lambda x: x is None)
+        actor = apply_masks(actor, masks)  # numpy leaves: multiplied on the host
     _atomic_write(folder / POLICY_FILE, lambda p: eqx.tree_serialise_leaves(p, actor))
     _write_masks(folder, masks)
     low = [float(x) for x in action_low]
@@ -340,8 +340,10 @@ def _add_layer(
 
 
 def network_layers(network: Any, layout: Layout = "auto") -> tuple[list[dict[str, Any]], dict[str, np.ndarray], str]:
-    """A QNetwork (one member, masks applied) -> (layer entries, arrays, input kind)."""
+    """A QNetwork or GaussianActor (one member, masks applied) -> (layer entries, arrays,
+    input kind). An actor's last layer is its `out` Linear (2A rows: means, log stds)."""
     from sparseq.stages.networks import MLPTorso, NatureCNNTorso
+    from sparseq.stages.networks.actor import GaussianActor
 
     torso = network.torso
     layers: list[dict[str, Any]] = []
@@ -358,7 +360,10 @@ def network_layers(network: Any, layout: Layout = "auto") -> tuple[list[dict[str
         input_kind = "pixels_255"
     else:
         raise ExportError(f"export supports the mlp and nature_cnn torsos, not {type(torso).__name__}")
-    _add_layer(layers, arrays, "head.linear", network.head.linear, None, None, layout)
+    if isinstance(network, GaussianActor):
+        _add_layer(layers, arrays, "out", network.out, None, None, layout)
+    else:
+        _add_layer(layers, arrays, "head.linear", network.head.linear, None, None, layout)
     return layers, arrays, input_kind
 
 
@@ -378,9 +383,6 @@ def build_manifest(
     extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     layers, arrays, input_kind = network_layers(network, layout)
-    weighted = [entry for entry in layers if "nonzeros" in entry]
-    weight_keys = ("data", "indices", "indptr", "weight")
-    other_bytes = sum(a.nbytes for k, a in arrays.items() if k.split(".", 1)[1] not in weight_keys)
     manifest = {
         "format": FORMAT,
         **(extra or {}),
@@ -391,14 +393,58 @@ def build_manifest(
         "num_heads": network.head.num_heads,
         "acting_heads": acting_heads(network.head.num_heads),
         "layers": layers,
-        "totals": {
-            "weights": sum(e["size"] for e in weighted),
-            "nonzeros": sum(e["nonzeros"] for e in weighted),
-            "sparsity": 1.0 - sum(e["nonzeros"] for e in weighted) / sum(e["size"] for e in weighted),
-            "dense_bytes": sum(e["dense_bytes"] for e in weighted) + other_bytes,
-            "stored_bytes": sum(e["stored_bytes"] for e in weighted) + other_bytes,
-        },
+        "totals": _totals(layers, arrays),
     }
+    return manifest, arrays
+
+
+def _totals(layers: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    weighted = [entry for entry in layers if "nonzeros" in entry]
+    weight_keys = ("data", "indices", "indptr", "weight")
+    other_bytes = sum(a.nbytes for k, a in arrays.items() if k.split(".", 1)[1] not in weight_keys)
+    return {
+        "weights": sum(e["size"] for e in weighted),
+        "nonzeros": sum(e["nonzeros"] for e in weighted),
+        "sparsity": 1.0 - sum(e["nonzeros"] for e in weighted) / sum(e["size"] for e in weighted),
+        "dense_bytes": sum(e["dense_bytes"] for e in weighted) + other_bytes,
+        "stored_bytes": sum(e["stored_bytes"] for e in weighted) + other_bytes,
+    }
+
+
+def build_actor_manifest(
+    actor: Any,
+    *,
+    obs_shape: tuple[int, ...],
+    action_low: tuple[float, ...] | list[float],
+    action_high: tuple[float, ...] | list[float],
+    obs_keys: tuple[str, ...] | list[str] = (),
+    log_std_bounds: tuple[float, float] | None = None,
+    layout: Layout = "auto",
+    extra: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest and arrays of a squashed-Gaussian actor (one member, masks applied)."""
+    layers, arrays, input_kind = network_layers(actor, layout)
+    action_dim = int(actor.action_dim)
+    if len(action_low) != action_dim or len(action_high) != action_dim:
+        raise ExportError(f"action bounds of size {len(action_low)}/{len(action_high)} for {action_dim} actions")
+    manifest = {
+        "format": FORMAT,
+        **(extra or {}),
+        "policy": ACTOR_POLICY,
+        "network": "actor",
+        "obs_shape": list(obs_shape),
+        "obs_dtype": "float32",
+        "obs_keys": list(obs_keys),
+        "input": input_kind,
+        "action_dim": action_dim,
+        "action_low": [float(x) for x in action_low],
+        "action_high": [float(x) for x in action_high],
+        "outputs": ["mean", "log_std"],
+        "action": "low + (tanh(mean) + 1) / 2 * (high - low)",
+    }
+    if log_std_bounds is not None:
+        manifest["log_std_min"], manifest["log_std_max"] = (float(v) for v in log_std_bounds)
+    manifest.update(layers=layers, totals=_totals(layers, arrays))
     return manifest, arrays
 
 
@@ -428,14 +474,28 @@ def export_run(folder: Path, out: Path | None = None, layout: Layout = "auto") -
         "run_folder": str(folder.resolve()),
         "acting_member": policy.meta.get("acting_member", 0),
     }
-    manifest, arrays = build_manifest(
-        policy.network,
-        obs_shape=tuple(policy.meta["obs_shape"]),
-        obs_dtype=obs_dtype,
-        num_actions=policy.meta["num_actions"],
-        layout=layout,
-        extra=extra,
-    )
+    meta = policy.meta
+    if is_actor(meta):
+        bounds = (meta["log_std_min"], meta["log_std_max"]) if "log_std_min" in meta else None
+        manifest, arrays = build_actor_manifest(
+            policy.network,
+            obs_shape=tuple(meta["obs_shape"]),
+            action_low=meta["action_low"],
+            action_high=meta["action_high"],
+            obs_keys=meta.get("obs_keys", ()),
+            log_std_bounds=bounds,
+            layout=layout,
+            extra=extra,
+        )
+    else:
+        manifest, arrays = build_manifest(
+            policy.network,
+            obs_shape=tuple(meta["obs_shape"]),
+            obs_dtype=obs_dtype,
+            num_actions=meta["num_actions"],
+            layout=layout,
+            extra=extra,
+        )
     out = Path(out) if out is not None else folder / "export"
     return write_export(out, manifest, arrays), manifest
 
@@ -455,6 +515,9 @@ def main(args: list[str]) -> int:
         return 2
     totals = manifest["totals"]
     print(f"exported {options.run} -> {out}")
+    if is_actor(manifest):
+        low, high = manifest["action_low"], manifest["action_high"]
+        print(f"  policy: squashed Gaussian actor, {manifest['action_dim']} actions in [{min(low)}, {max(high)}]")
     for entry in manifest["layers"]:
         if "nonzeros" in entry:
             print(

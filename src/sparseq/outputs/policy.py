@@ -5,6 +5,15 @@
     actions = policy.act(obs)             # obs: (B, *obs_shape) -> (B,) greedy actions
     values = policy.q_values(obs)         # (B, H, A)
 
+An exported actor (continuous control: `policy.continuous`, manifest "policy" is
+"squashed_gaussian_actor") acts with its mean action squashed into the action bounds:
+
+    actions = policy.act(obs)             # (B, A) float32: low + (tanh(mean) + 1) / 2 * (high - low)
+    mean, log_std = policy.distribution(obs)   # (B, A) each, log_std unclipped
+
+A Dict observation (DeepMind Control) may be passed as the dict envpool returns; it is
+flattened in the manifest's `obs_keys` order, as in training.
+
 This module imports nothing from the training code (no JAX, Equinox, config, run or
 pipeline), so a deployed policy needs numpy, scipy and the two exported files.
 
@@ -23,6 +32,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 FORMAT = "sparseq-policy/1"
+ACTOR_POLICY = "squashed_gaussian_actor"
 
 
 class PolicyError(Exception):
@@ -96,22 +106,40 @@ def _flatten(x: np.ndarray) -> np.ndarray:
 
 
 class SparsePolicy:
-    """Greedy Q-policy over an exported network. See the module docstring."""
+    """Greedy Q-policy, or deterministic squashed-Gaussian actor (`continuous`), over an
+    exported network. See the module docstring."""
 
     def __init__(self, manifest: dict[str, Any], arrays: Any, sparse_backend: Callable | None = None):
         if manifest.get("format") != FORMAT:
             raise PolicyError(f"unknown export format {manifest.get('format')!r} (expected {FORMAT!r})")
+        kind = manifest.get("policy")
+        if kind not in (None, ACTOR_POLICY):
+            raise PolicyError(f"unknown policy kind {kind!r} (this loader knows Q-networks and {ACTOR_POLICY!r})")
         self.manifest = manifest
+        self.continuous = kind == ACTOR_POLICY
         self.obs_shape = tuple(manifest["obs_shape"])
-        self.num_actions = int(manifest["num_actions"])
-        self.num_heads = int(manifest["num_heads"])
-        self.acting_heads = np.asarray(manifest["acting_heads"], dtype=np.int64)
+        self.obs_keys = tuple(manifest.get("obs_keys", ()))
         self.input = manifest["input"]
+        try:
+            if self.continuous:
+                self.action_dim = int(manifest["action_dim"])
+                self.action_low = np.asarray(manifest["action_low"], np.float32)
+                self.action_high = np.asarray(manifest["action_high"], np.float32)
+                self.num_actions, self.num_heads = 0, 1
+                self.acting_heads = np.zeros(1, np.int64)
+            else:
+                self.num_actions = int(manifest["num_actions"])
+                self.num_heads = int(manifest["num_heads"])
+                self.acting_heads = np.asarray(manifest["acting_heads"], dtype=np.int64)
+        except KeyError as error:
+            raise PolicyError(f"manifest lacks {error}") from None
         self.steps: list[Callable[[np.ndarray], np.ndarray]] = []
         for index, entry in enumerate(manifest["layers"]):
             self.steps.append(_flatten if entry["kind"] == "flatten" else Layer(entry, arrays, index, sparse_backend))
 
-    def _prepare(self, obs: np.ndarray) -> np.ndarray:
+    def _prepare(self, obs: Any) -> np.ndarray:
+        if isinstance(obs, dict):
+            obs = flatten_obs(obs, self.obs_keys or tuple(obs))
         obs = np.asarray(obs)
         if obs.shape[1:] != self.obs_shape:
             raise PolicyError(f"observations must be (B, {', '.join(map(str, self.obs_shape))}), got {obs.shape}")
@@ -119,17 +147,67 @@ class SparsePolicy:
             return obs.astype(np.float32).transpose(1, 0, 2, 3) * np.float32(1 / 255)  # (C, B, H, W)
         return np.ascontiguousarray(obs.reshape(obs.shape[0], -1).astype(np.float32).T)  # (F, B)
 
-    def q_values(self, obs: np.ndarray) -> np.ndarray:
-        """obs: (B, *obs_shape) -> (B, H, A) float32 action values of every head."""
+    def outputs(self, obs: Any) -> np.ndarray:
+        """obs: (B, *obs_shape) -> (B, outputs) float32 of the last layer."""
         x = self._prepare(obs)
         for step in self.steps:
             x = step(x)
-        return x.T.reshape(-1, self.num_heads, self.num_actions)
+        return x.T
 
-    def act(self, obs: np.ndarray, *, epsilon: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
-        """obs: (B, *obs_shape) -> (B,) int64 epsilon-greedy actions. With several acting
-        heads (iS-QL), each observation uses one drawn uniformly, as in training."""
+    def q_values(self, obs: Any) -> np.ndarray:
+        """obs: (B, *obs_shape) -> (B, H, A) float32 action values of every head."""
+        if self.continuous:
+            raise PolicyError("this export is a squashed-Gaussian actor, not a Q-network: use act or distribution")
+        return self.outputs(obs).reshape(-1, self.num_heads, self.num_actions)
+
+    def distribution(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Actor only. obs: (B, *obs_shape) -> (mean, log_std), (B, A) float32 each, of the
+        pre-squash Gaussian (log_std before the learner's clipping)."""
+        if not self.continuous:
+            raise PolicyError("this export is a Q-network, not an actor: use act or q_values")
+        out = self.outputs(obs)
+        return out[:, : self.action_dim], out[:, self.action_dim :]
+
+    def act(self, obs: Any, *, epsilon: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
+        """obs: (B, *obs_shape) -> actions. Q-network: (B,) int64 epsilon-greedy actions;
+        with several acting heads (iS-QL), each observation uses one drawn uniformly, as
+        in training. Actor: (B, A) float32 mean actions squashed into the bounds, each
+        replaced by a uniform action with probability epsilon (0: never)."""
+        if self.continuous:
+            mean, _ = self.distribution(obs)
+            return squashed_actions(mean, self.action_low, self.action_high, epsilon, rng)
         return greedy_actions(self.q_values(obs), self.acting_heads, epsilon, rng)
+
+
+def flatten_obs(obs: dict[str, Any], keys: tuple[str, ...]) -> np.ndarray:
+    """A Dict observation batch -> (B, sum of key sizes) float32, keys in `keys` order
+    (the collector's flattening)."""
+    missing = [k for k in keys if k not in obs]
+    if missing:
+        raise PolicyError(f"observation lacks the keys {', '.join(missing)}")
+    first = np.asarray(obs[keys[0]])
+    return np.concatenate([np.asarray(obs[k]).reshape(first.shape[0], -1) for k in keys], axis=1).astype(np.float32)
+
+
+def squashed_actions(
+    mean: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    epsilon: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """mean: (B, A) pre-squash means -> (B, A) float32 `low + (tanh(mean) + 1) / 2 * (high - low)`
+    (SACLearner.act_deterministic); with probability epsilon per row a uniform action."""
+    low = np.asarray(low, np.float32)
+    high = np.asarray(high, np.float32)
+    actions = low + np.float32(0.5) * (np.tanh(np.asarray(mean, np.float32)) + np.float32(1.0)) * (high - low)
+    if epsilon <= 0:
+        return actions.astype(np.float32)
+    if rng is None:
+        rng = np.random.default_rng()
+    explore = rng.random(actions.shape[0]) < epsilon
+    uniform = rng.uniform(low, high, size=actions.shape).astype(np.float32)
+    return np.where(explore[:, None], uniform, actions).astype(np.float32)
 
 
 def greedy_actions(

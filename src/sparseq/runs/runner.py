@@ -580,13 +580,10 @@ def _finish(trainer: Trainer, state: TrainState, status: str, log: MetricsLog, w
     plot = plot_returns(trainer.folder, title, extra=metric_series(trainer.folder))
     summary = trainer.summary(state, status)
     write_json(trainer.folder / "summary.json", summary)
-    from sparseq.outputs.export import save_final_policy  # policy.eqx: what `sparseq export/evaluate` read
+    from sparseq.outputs.export import save_run_policy  # policy.eqx: what `sparseq export/evaluate` read
 
-    pipeline = trainer.pipeline
-    if has_value_state(state.learner) and hasattr(pipeline.learner, "num_actions"):
-        save_final_policy(
-            trainer.folder, value_state_of(state.learner), pipeline.collector.obs_shape, pipeline.learner.num_actions
-        )
+    # The acting Q-network of a Q-learner, the actor of SAC; nothing for other learners.
+    save_run_policy(trainer.folder, trainer.pipeline, state.learner)
     wandb_log.log_images({"plots/returns": plot})
     wandb_log.finish(summary)
     log.close()
