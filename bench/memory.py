@@ -112,6 +112,39 @@ def parameters() -> list[Row]:
     return rows
 
 
+SAC_OBS, SAC_ACTIONS = (17,), 6  # HalfCheetah-v5
+
+
+@section("sac")
+def sac_parameters() -> list[Row]:
+    """Critic parameters (online + target) of SAC, CrossQ, iS-SAC K=1 and EauDeSAC, HalfCheetah-v5."""
+    rows = []
+    reference = 0
+    for name in ("sac", "crossq", "issac", "eaudesac", "polyprunesac"):
+        config = load_pipeline(f"{name}-halfcheetah")[0]
+        learner = learner_for_shapes(config, SAC_OBS, 0, SAC_ACTIONS)
+        state = eqx.filter_eval_shape(learner.init, jax.random.key(0))
+        critic = count(state.critic.online) + count(state.critic.target)
+        actor = count(state.actor.online)
+        reference = reference or critic
+        rows.append(
+            Row(
+                "sac",
+                name,
+                {
+                    "critic parameters": critic,
+                    "actor parameters": actor,
+                    "critic / SAC": critic / reference,
+                    "(critic + actor) / SAC": (critic + actor) / (reference + rows[0].values["actor parameters"])
+                    if rows
+                    else 1.0,
+                },
+                note="online + target critic" if state.critic.target is not None else "no target critic",
+            )
+        )
+    return rows
+
+
 @section("replay")
 def replay() -> list[Row]:
     """Replay bytes at capacity 1,000,000 with Atari frames (4, 84, 84) uint8."""

@@ -25,7 +25,7 @@ commands:
   list                                         list pipelines and environment presets
   report RUN_OR_DIR ... [--out DIR]            IQM tables and plots over run folders
   export RUN [--out PATH]                      write the final policy in sparse form
-  evaluate RUN_OR_EXPORT [--episodes N]        greedy episodes of a final/exported policy
+  evaluate RUN_OR_EXPORT [--episodes N]        episodes of a final/exported policy [--video: an MP4]
 
 `sparseq train PIPELINE --help` shows every key of the pipeline with its value."""
 

@@ -360,6 +360,7 @@ class Trainer:
         self.returns: list[float] = []
         self.wandb_id: str | None = None
         self.sparsity: float | None = None  # last logged sparsity/overall, when pruning
+        self.actor_sparsity: float | None = None  # last logged actor/sparsity/overall (SAC)
         # Metrics of the cycles since the last log point, and every action since the
         # last pool boundary (cycles, steps_per_cycle): what a stopped run saves.
         self.pending: list[dict[str, np.ndarray]] = []
@@ -515,6 +516,8 @@ class Trainer:
         record, episodes = summarize_chunk(metrics)
         if "sparsity/overall" in record:
             self.sparsity = record["sparsity/overall"]
+        if "actor/sparsity/overall" in record:
+            self.actor_sparsity = record["actor/sparsity/overall"]
         self.recent.extend(r for _, r, _ in episodes)
         self.returns.extend(r for _, r, _ in episodes)
         steps = self.cycle * self.steps_per_cycle
@@ -545,7 +548,9 @@ class Trainer:
         self.recent.extend(self.returns[-RECENT_EPISODES:])
         lines = log.path.read_text().splitlines() if log.path.exists() else []
         if lines:
-            self.sparsity = json.loads(lines[-1]).get("sparsity/overall")
+            last = json.loads(lines[-1])
+            self.sparsity = last.get("sparsity/overall")
+            self.actor_sparsity = last.get("actor/sparsity/overall")
 
     def summary(self, state: TrainState, status: str) -> dict[str, Any]:
         """The whole run's summary, across the segments of a resumed run."""
@@ -565,6 +570,7 @@ class Trainer:
             "segments": self.segments,
             "loop": self.kind,
             "sparsity": self.sparsity,
+            **({"actor_sparsity": self.actor_sparsity} if self.actor_sparsity is not None else {}),
             **learner_sizes(state.learner),
             "checkpoints": str(self.checkpointer.directory),
         }

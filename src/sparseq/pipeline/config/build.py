@@ -93,9 +93,14 @@ def make_learner(config: PipelineConfig, context: BuildContext, source_of: Sourc
         raise ConfigError(source_of("learner.kind"), _line(error), "learner.kind", config.learner.kind) from None
 
 
-def learner_for_shapes(config: PipelineConfig, obs_shape: tuple[int, ...], num_actions: int) -> Any:
-    """The learner of `config` for observations of `obs_shape` (no environment made)."""
-    context = shapes_context(config, tuple(obs_shape), None, num_actions)
+def learner_for_shapes(
+    config: PipelineConfig, obs_shape: tuple[int, ...], num_actions: int, action_dim: int = 0
+) -> Any:
+    """The learner of `config` for observations of `obs_shape` (no environment made):
+    `num_actions` discrete actions, or with num_actions 0 a continuous space of
+    `action_dim` dimensions in [-1, 1]."""
+    box = {"action_shape": (action_dim,), "action_low": (-1.0,) * action_dim, "action_high": (1.0,) * action_dim}
+    context = shapes_context(config, tuple(obs_shape), None, num_actions, **(box if action_dim else {}))
     return make_learner(with_typed_stages(config, _unnamed_source), context)
 
 

@@ -73,6 +73,15 @@ class ValueOperatorOptions(StageOptions):
     """The learner's value sub-state to act on ("" = its own)."""
 
 
+def scoped_metrics(metrics: dict[str, Array], on: str, learner_state: Any) -> dict[str, Array]:
+    """Metrics of an operator on a value state other than the learner's default one get
+    its name in front ("actor/sparsity/overall"), so two operators of one kind on the
+    critic and on the actor do not overwrite each other's figures."""
+    if not on or on == getattr(learner_state, "default_value", ""):
+        return metrics
+    return {f"{on}/{name}": value for name, value in metrics.items()}
+
+
 class ValueOperator(Operator):
     """An operator over one value sub-state: subclasses write `init_value` and `apply`
     on the ValueState; `on` says which one ("" = the learner's own)."""
@@ -97,7 +106,7 @@ class ValueOperator(Operator):
         values = value_state_of(learner_state, self.on)
         self.check(values)
         state, values, metrics = self.apply(state, values, steps_before, steps_after)
-        return state, with_value_state(learner_state, values, self.on), metrics
+        return state, with_value_state(learner_state, values, self.on), scoped_metrics(metrics, self.on, learner_state)
 
     def apply(
         self, state: Any, values: ValueState, steps_before: Array, steps_after: Array

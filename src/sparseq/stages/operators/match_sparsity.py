@@ -19,7 +19,7 @@ from jax import Array
 from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.population import select_member
 from sparseq.stages.learners.value_state import ValueState, value_state_of, with_value_state
-from sparseq.stages.operators.base import ValueOperator, ValueOperatorOptions, period_crossed
+from sparseq.stages.operators.base import ValueOperator, ValueOperatorOptions, period_crossed, scoped_metrics
 from sparseq.stages.operators.poly_prune import prune_members
 from sparseq.stages.options import Rule
 from sparseq.stages.sparsity import Criterion, sparsity_stats
@@ -53,7 +53,7 @@ class MatchSparsity(ValueOperator):
     period: environment steps between checks.
     criterion: "layer" or "global" magnitude pruning.
 
-    Metrics: "<on>_sparsity/overall" and per layer (member 0 of `on`).
+    Metrics: "<on>/sparsity/overall" and per layer (member 0 of `on`).
     """
 
     owns = ("masks",)
@@ -92,5 +92,5 @@ class MatchSparsity(ValueOperator):
             return MatchSparsityState(applied=wanted, sparsity=sparsity_stats(select_member(vs.masks, 0))), vs
 
         state, values = jax.lax.cond(due, prune, lambda operands: operands, (state, values))
-        metrics = {f"{self.on}_sparsity/{name}": value for name, value in state.sparsity.items()}
-        return state, with_value_state(learner_state, values, self.on), metrics
+        metrics = {f"sparsity/{name}": value for name, value in state.sparsity.items()}
+        return state, with_value_state(learner_state, values, self.on), scoped_metrics(metrics, self.on, learner_state)
