@@ -126,7 +126,8 @@ def run_episodes(
 
     pool = envpool.make(env["task_id"], env_type="gymnasium", num_envs=num_envs, seed=seed, **env["options"])
     pad = env["zero_pad_stack"] > 0
-    keys = tuple(env.get("obs_keys", ()))
+    # A Dict observation is flattened in the run's key order (the collector's: the space's).
+    keys = tuple(env.get("obs_keys", ())) or tuple(getattr(pool.observation_space, "spaces", ()))
     continuous = bool(env.get("continuous"))
     # Continuous actions go to envpool in its own dtype (float64 for MuJoCo), shape (N, A).
     action_dtype = np.dtype(pool.action_space.dtype) if continuous else np.dtype(np.int32)
