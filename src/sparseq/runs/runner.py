@@ -39,7 +39,7 @@ from sparseq.runs.log import MetricsLog, WandbLog
 from sparseq.runs.periodic_eval import make_evaluator
 from sparseq.runs.provenance import write_run_record
 from sparseq.runs.selections import append_selections, truncate_selections
-from sparseq.stages.learners.value_state import has_value_state, value_state_of
+from sparseq.stages.learners.value_state import value_states_of
 
 RECENT_EPISODES = 20
 PENDING = "pending__"  # prefix of a stopped run's unlogged metrics in its checkpoint
@@ -94,16 +94,19 @@ def tree_count(tree: Any) -> int:
 
 
 def learner_sizes(learner_state: Any) -> dict[str, int]:
-    """Parameter count and bytes of the learner's value networks (its whole state when
-    it holds no ValueState)."""
-    if not has_value_state(learner_state):
+    """Parameter count and bytes of the learner's value networks, all of them (a SAC
+    critic and actor), its whole state when it holds no ValueState."""
+    parts = value_states_of(learner_state)
+    if not parts:
         return {"online_parameters": tree_count(learner_state), "parameter_bytes": tree_bytes(learner_state)}
-    values = value_state_of(learner_state)
-    return {
-        "online_parameters": tree_count(values.online),
-        "parameter_bytes": tree_bytes(values.online) + tree_bytes(values.target),
-        "optimizer_bytes": tree_bytes(values.opt_state),
+    sizes = {
+        "online_parameters": sum(tree_count(v.online) for v in parts.values()),
+        "parameter_bytes": sum(tree_bytes(v.online) + tree_bytes(v.target) for v in parts.values()),
+        "optimizer_bytes": sum(tree_bytes(v.opt_state) for v in parts.values()),
     }
+    if len(parts) > 1:
+        sizes.update({f"{name}_parameters": tree_count(v.online) for name, v in parts.items()})
+    return sizes
 
 
 @eqx.filter_jit

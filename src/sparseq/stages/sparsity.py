@@ -19,6 +19,7 @@ from typing import Any, Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 PRUNABLE_LAYERS = (eqx.nn.Linear, eqx.nn.Conv)
@@ -130,6 +131,19 @@ def _round_count(x: Array) -> Array:
     return jnp.floor(x + 0.5).astype(jnp.int32)
 
 
+def _weight_ndims(masks: Any) -> list[int]:
+    """The number of axes of one layer's own weight (2 for Linear, 2 + spatial for Conv),
+    in the order of `jax.tree.leaves(masks)`. A mask leaf with more axes belongs to layers
+    stacked inside the network (a SAC critic's twins)."""
+
+    def ndim(node: Any) -> int | None:
+        if not _is_prunable_layer(node):
+            return None
+        return 2 + getattr(node, "num_spatial_dims", 0)
+
+    return jax.tree.leaves(jax.tree.map(ndim, masks, is_leaf=_is_prunable_layer))
+
+
 def _prune(network: Any, masks: Any, count_fn, criterion: Criterion) -> Any:
     """Shared body: count_fn(size, kept) -> total pruned count wanted in a group."""
     leaves, treedef = jax.tree.flatten(masks)
@@ -138,9 +152,15 @@ def _prune(network: Any, masks: Any, count_fn, criterion: Criterion) -> Any:
     flat_masks = [m.reshape(-1) for m in leaves]
     if criterion == "layer":
         new = []
-        for s, m in zip(scores, flat_masks):
-            kept = jnp.sum(m, dtype=jnp.int32)
-            new.append(_prune_lowest(s, m, count_fn(s.shape[0], kept)))
+        for s, m, leaf, ndim in zip(scores, flat_masks, leaves, _weight_ndims(masks)):
+            # Layers stacked inside the network (twin critics) are ranked each on its own.
+            groups = max(1, int(np.prod(leaf.shape[: leaf.ndim - ndim])))
+            s, m = s.reshape(groups, -1), m.reshape(groups, -1)
+            kept = jnp.sum(m, axis=1, dtype=jnp.int32)
+            def prune_group(sg: Array, mg: Array, kg: Array, size: int = s.shape[1]) -> Array:
+                return _prune_lowest(sg, mg, count_fn(size, kg))
+
+            new.append(jax.vmap(prune_group)(s, m, kept).reshape(-1))
     elif criterion == "global":
         # One ranking over all prunable weights: layers with small weights lose more.
         all_scores = jnp.concatenate(scores)

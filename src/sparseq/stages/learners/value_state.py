@@ -59,3 +59,13 @@ def has_value_state(learner_state: Any, on: str = "") -> bool:
     except ValueError:
         return False
     return True
+
+
+def value_states_of(learner_state: Any) -> dict[str, ValueState]:
+    """Every value sub-state of a learner state by field name ("" for a state that is
+    itself a ValueState): a SAC state gives {"critic": ..., "actor": ...}."""
+    if isinstance(learner_state, ValueState):
+        return {"": learner_state}
+    fields = getattr(learner_state, "__dataclass_fields__", {})
+    parts = {name: getattr(learner_state, name) for name in fields}
+    return {name: part for name, part in parts.items() if isinstance(part, ValueState)}
