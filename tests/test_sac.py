@@ -532,16 +532,22 @@ def test_polyprunesac_masks_stay_zero_and_reach_the_final_sparsity():
     assert np.all(np.diff(critic_series) >= 0) and np.all(np.diff(actor_series) >= 0)
     assert critic_series[10] == 0.0 and actor_series[10] == 0.0  # before the start
     assert 0 < critic_series[30] < 0.95 and 0 < actor_series[30] < 0.95
-    # Every layer of both networks ends at round(0.95 * size) pruned weights.
-    for masks in (state.critic.masks, state.actor.masks):
-        for m in (np.asarray(m)[0] for m in jax.tree.leaves(masks)):
-            assert int(np.sum(~np.asarray(m))) == math.floor(0.95 * m.size + 0.5), m.shape
+    # Every layer of both networks ends at round(0.95 * size) pruned weights; each of the
+    # twin critics' stacked layers (2, out, in) is ranked on its own.
+    layers = [np.asarray(m)[0] for m in jax.tree.leaves(state.actor.masks)]
+    layers += [twin for m in jax.tree.leaves(state.critic.masks) for twin in np.asarray(m)[0]]
+    for m in layers:
+        assert m.ndim == 2 and int(np.sum(~m)) == math.floor(0.95 * m.size + 0.5), m.shape
 
 
 # ---------------------------------------------------------------- one-line errors
 
 
 BAD_CONTINUOUS = [
+    (
+        ["train", "dqn-cartpole", "--eval.every", "1000", "--eval.video", "true"],
+        "eval.video = True: renders MuJoCo and DeepMind Control tasks only; 'CartPole-v1' is not one",
+    ),
     (
         ["train", "dqn-cartpole", "--env.task-id", "HalfCheetah-v5"],
         "the Q-learner needs discrete actions; HalfCheetah-v5 has continuous actions",
