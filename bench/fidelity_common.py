@@ -1,7 +1,8 @@
-"""What the fidelity benches share: the algorithm list flag and a fresh output folder."""
+"""What the fidelity benches share: the algorithm list flag, a fresh output folder and one seed's run."""
 
+import dataclasses
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 
@@ -19,3 +20,24 @@ def fresh_out_dir(root: str) -> Path:
     out_dir = Path(root) / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
+
+
+def train_seed(pipeline: str, name: str, seed: int, steps: int, out_dir: Path, axes: Sequence[str] = ()) -> Path:
+    """`sparseq train PIPELINE --run.seed SEED --run.total-steps STEPS` in-process, run
+    folder OUT_DIR/NAME-*, checkpoints under OUT_DIR/checkpoints (out of checkpoints/),
+    no progress bar, W&B off; `axes` are further overrides. Returns the run folder."""
+    from sparseq.pipeline.config.loader import load_pipeline
+    from sparseq.runs.runner import train
+
+    overrides = [
+        *axes,
+        "--run.seed", str(seed),
+        "--run.total-steps", str(steps),
+        "--run.out-dir", str(out_dir),
+        "--run.name", name,
+        "--run.no-progress",
+        "--run.wandb.mode", "disabled",
+    ]  # fmt: skip
+    config, _, _ = load_pipeline(pipeline, overrides)
+    run = dataclasses.replace(config.run, checkpoint_dir=str(out_dir / "checkpoints"))
+    return train(dataclasses.replace(config, run=run)).folder

@@ -19,7 +19,6 @@ with >= 80% critic sparsity.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -28,28 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from fidelity_common import chosen_algorithms, fresh_out_dir
+from fidelity_common import chosen_algorithms, fresh_out_dir, train_seed
 from sparseq.outputs.report import bootstrap_iqm, final_score, read_run
-from sparseq.pipeline.config.loader import load_pipeline
-from sparseq.runs.runner import train
 
 TASKS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5"}
 ALGORITHMS = ("sac", "eaudesac", "polyprunesac", "sbx-sac")
 
 
 def run_sparseq(algorithm: str, task: str, seed: int, steps: int, out_dir: Path) -> dict:
-    overrides = [
-        "--run.seed", str(seed),
-        "--run.total-steps", str(steps),
-        "--run.out-dir", str(out_dir),
-        "--run.name", f"{algorithm}-{task}-seed{seed}",
-        "--run.no-progress",
-        "--run.wandb.mode", "disabled",
-        "--eval.every", "0",
-    ]  # fmt: skip
-    config, _, _ = load_pipeline(f"{algorithm}-{task}", overrides)
-    config = dataclasses.replace(config, run=dataclasses.replace(config.run, checkpoint_dir=str(out_dir / "ckpt")))
-    folder = train(config).folder
+    name = f"{algorithm}-{task}"
+    folder = train_seed(name, f"{name}-seed{seed}", seed, steps, out_dir, ["--eval.every", "0"])
     run = read_run(folder)
     score, _ = final_score(run.episode_steps, run.episode_returns, run.env_steps)
     summary = json.loads((folder / "summary.json").read_text())

@@ -19,7 +19,6 @@ plot) go to --out-dir.
 """
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -27,30 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fidelity_common import chosen_algorithms, fresh_out_dir
+from fidelity_common import chosen_algorithms, fresh_out_dir, train_seed
 from sparseq.outputs.report import bootstrap_iqm, final_score, read_run
-from sparseq.pipeline.config.loader import load_pipeline
-from sparseq.runs.runner import train
 
 TASKS = {"lunarlander": ("LunarLander-v3", 200_000), "cartpole": ("CartPole-v1", 100_000)}
 ALGORITHMS = ("dqn", "polyprunedqn", "eaudedqn")
 
 
 def run_one(algorithm: str, task: str, seed: int, steps: int, out_dir: Path, axes: list[str]) -> Path:
-    overrides = [
-        *axes,
-        "--run.seed", str(seed),
-        "--run.total-steps", str(steps),
-        "--run.out-dir", str(out_dir),
-        "--run.name", f"{algorithm}-{task}-seed{seed}",
-        "--run.no-progress",
-        "--run.wandb.mode", "disabled",
-    ]  # fmt: skip
-    config, _, _ = load_pipeline(f"{algorithm}-{task}", overrides)
-    if hasattr(config.run, "checkpoint_dir"):
-        # Keep this benchmark's checkpoints with its run folders, out of checkpoints/.
-        config = dataclasses.replace(config, run=dataclasses.replace(config.run, checkpoint_dir=str(out_dir / "ckpt")))
-    return train(config).folder
+    return train_seed(f"{algorithm}-{task}", f"{algorithm}-{task}-seed{seed}", seed, steps, out_dir, axes)
 
 
 def axes_for(algorithm: str, args: argparse.Namespace) -> list[str]:

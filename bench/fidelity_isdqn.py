@@ -14,7 +14,6 @@ TF-DQN. Run folders go to --out-dir; a JSON summary is written next to them.
 """
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -23,9 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import trim_mean
 
-from fidelity_common import chosen_algorithms, fresh_out_dir
-from sparseq.pipeline.config.loader import load_pipeline
-from sparseq.runs.runner import train
+from fidelity_common import chosen_algorithms, fresh_out_dir, train_seed
 
 ALGORITHMS = {"dqn": "dqn-lunarlander", "tfdqn": "tfdqn-lunarlander", "isdqn": "isdqn-lunarlander"}
 
@@ -54,20 +51,7 @@ def final_return(folder: Path, total_steps: int, window: int) -> float:
 
 
 def run_one(algorithm: str, seed: int, steps: int, out_dir: Path) -> Path:
-    overrides = [
-        "--run.seed", str(seed),
-        "--run.total-steps", str(steps),
-        "--run.out-dir", str(out_dir),
-        "--run.name", f"{algorithm}-seed{seed}",
-        "--run.no-progress",
-        "--run.wandb.mode", "disabled",
-    ]  # fmt: skip
-    config, _, _ = load_pipeline(ALGORITHMS[algorithm], overrides)
-    if hasattr(config.run, "checkpoint_dir"):
-        # Keep this benchmark's checkpoints with its run folders, out of checkpoints/.
-        run = dataclasses.replace(config.run, checkpoint_dir=str(out_dir / "checkpoints"))
-        config = dataclasses.replace(config, run=run)
-    return train(config).folder
+    return train_seed(ALGORITHMS[algorithm], f"{algorithm}-seed{seed}", seed, steps, out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
