@@ -135,6 +135,14 @@ def test_unknown_task_id_suggests_the_nearest():
         EnvpoolCollector("CartPole-v9")
 
 
-def test_continuous_action_task_is_refused():
-    with pytest.raises(ValueError, match="continuous action space"):
-        EnvpoolCollector("LunarLanderContinuous-v3")
+def test_continuous_action_task_gives_float_actions_in_its_bounds():
+    """The collector steps Box-action tasks too (the learners check the action space):
+    float32 (N, A) actions, bounds from the space, float32 observations."""
+    collector = EnvpoolCollector("LunarLanderContinuous-v3", num_envs=2)
+    assert collector.num_actions == 0 and collector.continuous
+    assert collector.action_shape == (2,) and collector.action_dtype == np.float32
+    assert collector.action_low == (-1.0, -1.0) and collector.action_high == (1.0, 1.0)
+    state = collector.init()
+    state, transition, _ = jax.jit(collector.step)(state, jnp.full((2, 2), 0.5, jnp.float32))
+    assert transition.action.shape == (2, 2) and transition.action.dtype == jnp.float32
+    assert state.obs.dtype == jnp.float32 and state.obs.shape == (2, *collector.obs_shape)

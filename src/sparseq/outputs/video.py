@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from sparseq.stages.collect.tasks import is_mujoco_task, task_family
-
 DEFAULT_SIZE: tuple[int, int] = (240, 240)  # (width, height); envpool's own default is 480x480
 DEFAULT_FPS = 30.0  # when the task's control rate cannot be read from its XML
 # make options record_episodes sets itself; each has its own argument
@@ -63,6 +61,9 @@ class VideoResult:
 def renderable(task_id: str) -> bool:
     """True for envpool's MuJoCo gym tasks and DeepMind Control tasks (the families this
     module renders); False for other families and for unknown ids."""
+    # Imported here: this module must import without jax (sparseq.stages pulls it in).
+    from sparseq.stages.collect.tasks import is_mujoco_task
+
     return is_mujoco_task(task_id)
 
 
@@ -94,7 +95,7 @@ def record_episodes(
     OpenGL backend works here; ValueError on bad arguments. Writes nothing in either case.
     """
     if not renderable(task_id):
-        family = task_family(task_id)
+        family = _family(task_id)
         what = "not an envpool task" if family is None else f"a {family} task"
         raise VideoUnavailable(f"{task_id} is {what}; videos are for MuJoCo and DeepMind Control tasks only")
     width, height = (int(v) for v in size)
@@ -176,6 +177,12 @@ def log_video_to_wandb(run: Any, key: str, result: VideoResult) -> None:
 _gl_context: Any = None
 
 
+def _family(task_id: str) -> str | None:
+    from sparseq.stages.collect.tasks import task_family
+
+    return task_family(task_id)
+
+
 def _ensure_gl_context(width: int, height: int) -> None:
     """Makes an OpenGL context current in this thread (envpool's renderer needs one and
     does not create it on Linux), or raises VideoUnavailable."""
@@ -239,7 +246,7 @@ def _control_fps(task_id: str, config: dict[str, Any]) -> float | None:
 
 def _task_xml(task_id: str, config: dict[str, Any]) -> Path | None:
     assets = Path(str(config.get("base_path", ""))) / "mujoco"
-    family = task_family(task_id)
+    family = _family(task_id)
     if family == "envpool.mujoco.gym" and config.get("xml_file"):
         xml = assets / "assets_gym" / str(config["xml_file"])
         return xml if xml.is_file() else None
