@@ -11,6 +11,7 @@ from tests.test_resume import STEPS, _final_arrays, _kill_after_first_checkpoint
 
 from sparseq.pipeline.config import load_pipeline
 from sparseq.pipeline.config.build import build_pipeline
+from sparseq.runs.periodic_eval import Evaluator
 from sparseq.runs.runner import ChunkRunner, summarize_chunk
 from sparseq.stages.operators import Polyak, PolyPrune, PruneSelect, SharedTargetShift
 from sparseq.stages.operators.match_sparsity import MatchSparsity
@@ -77,7 +78,7 @@ WINDOW = 20
 FLOOR = 25.0  # measured: random actions ~5 per episode; this run ~70 after 3,000 updates
 
 
-def test_sac_learns_inverted_pendulum_in_a_few_thousand_steps():
+def test_sac_learns_inverted_pendulum_in_a_few_thousand_steps(tmp_path):
     config = load_pipeline("sac-halfcheetah", LEARN_FLAGS)[0]
     pipeline = build_pipeline(config)
     state = pipeline.init(jax.random.key(config.run.seed))
@@ -101,6 +102,13 @@ def test_sac_learns_inverted_pendulum_in_a_few_thousand_steps():
     print(f"InvertedPendulum-v5: uniform random actions {random_mean:.1f}, last {WINDOW} episodes {recent:.1f}")
     assert recent > max(3 * random_mean, FLOOR), (random_mean, recent)
     assert int(state.learner.critic.updates) == total - first_learning  # one update per step from the warm-up's end
+    # [eval] video: the evaluated (mean-action) policy rendered to videos/eval-STEP.mp4.
+    video_config = load_pipeline(
+        "sac-halfcheetah", [*LEARN_FLAGS[:3], "--eval.every=1000", "--eval.video=true", "--eval.video-max-steps=12"]
+    )[0]
+    video = Evaluator(video_config, pipeline.learner).record_video(state.learner, LEARN_STEPS, tmp_path)
+    assert video is not None and video.path == tmp_path / "videos" / f"eval-{LEARN_STEPS}.mp4"
+    assert video.path.stat().st_size > 0 and video.frames == 12 and video.episode_returns == [12.0]
 
 
 # ---------------------------------------------------------------- SIGKILL and resume
