@@ -157,6 +157,7 @@ def _prune(network: Any, masks: Any, count_fn, criterion: Criterion) -> Any:
             groups = max(1, int(np.prod(leaf.shape[: leaf.ndim - ndim])))
             s, m = s.reshape(groups, -1), m.reshape(groups, -1)
             kept = jnp.sum(m, axis=1, dtype=jnp.int32)
+
             def prune_group(sg: Array, mg: Array, kg: Array, size: int = s.shape[1]) -> Array:
                 return _prune_lowest(sg, mg, count_fn(size, kg))
 

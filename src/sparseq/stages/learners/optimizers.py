@@ -35,9 +35,7 @@ def learning_rate(options: Any, total_updates: int) -> float | optax.Schedule:
     raise ValueError(f"unknown lr_schedule {options.lr_schedule!r} (known: {', '.join(LR_SCHEDULES)})")
 
 
-def make_optimizer(
-    options: Any, total_updates: int, lr: float | None = None
-) -> optax.GradientTransformation:
+def make_optimizer(options: Any, total_updates: int, lr: float | None = None) -> optax.GradientTransformation:
     """The optimizer of a learner's options (OptimizerOptions) for a run of
     `total_updates` gradient steps (the schedule's length); `lr` replaces
     options.learning_rate (an actor's or temperature's own rate)."""

@@ -37,11 +37,11 @@ from sparseq.stages.learners.losses import (
 from sparseq.stages.learners.optimizers import make_optimizer, total_updates
 from sparseq.stages.learners.options import OptimizerOptions
 from sparseq.stages.learners.population import select_member, stack_members
-from sparseq.stages.learners.value_state import ValueState
+from sparseq.stages.learners.value_state import ValueState, new_value_state
 from sparseq.stages.networks.options import NetworkConfig, make_network_factory
 from sparseq.stages.networks.q_network import QNetwork
 from sparseq.stages.options import Rule
-from sparseq.stages.sparsity import apply_masks, init_masks, mask_optimizer_state
+from sparseq.stages.sparsity import apply_masks, mask_optimizer_state
 from sparseq.types import Batch
 
 TargetKind = Literal["network", "online"]
@@ -158,18 +158,7 @@ class QLearner(eqx.Module):
         # Every member starts from the same weights, so the population is a set of
         # copies of one initial network (EauDeQN's members are pruned copies).
         online = stack_members(lambda _: self.make_network(keys[0]), keys)
-        params = eqx.filter(online, eqx.is_array)
-        opt_state = jax.vmap(self.optimizer.init)(params)
-        target = select_member(online, 0) if self.target == "network" else None
-        return LearnerState(
-            online=online,
-            target=target,
-            opt_state=opt_state,
-            masks=init_masks(online) if self.masked else None,
-            loss_sums=jnp.zeros((self.population,), jnp.float32),
-            acting_member=jnp.zeros((), jnp.int32),
-            updates=jnp.zeros((), jnp.int32),
-        )
+        return new_value_state(online, self.optimizer, target=self.target == "network", masked=self.masked)
 
     def greedy_values(self, state: LearnerState, obs: Array, key: Array) -> Array:
         """Values the acting policy is greedy on.

@@ -37,13 +37,13 @@ from sparseq.stages.learners.sac_losses import (
     temperature_loss,
     to_bounds,
 )
-from sparseq.stages.learners.value_state import HasValueStates, ValueState
+from sparseq.stages.learners.value_state import HasValueStates, ValueState, new_value_state
 from sparseq.stages.networks.actor import GaussianActor
 from sparseq.stages.networks.batch_norm import with_running_statistics
 from sparseq.stages.networks.critic import CriticNetwork, TwinCritic
 from sparseq.stages.networks.options import NetworkConfig
 from sparseq.stages.options import Rule
-from sparseq.stages.sparsity import apply_masks, init_masks, mask_optimizer_state
+from sparseq.stages.sparsity import apply_masks, mask_optimizer_state
 from sparseq.types import Batch
 
 
@@ -99,19 +99,6 @@ class SACState(HasValueStates):
     key: Array  # the update's own random stream (next actions, policy samples)
 
     default_value: ClassVar[str] = "critic"
-
-
-def _value_state(online: Any, optimizer: optax.GradientTransformation, target: bool, masked: bool) -> ValueState:
-    size = jax.tree.leaves(eqx.filter(online, eqx.is_array))[0].shape[0]
-    return ValueState(
-        online=online,
-        target=select_member(online, 0) if target else None,
-        opt_state=jax.vmap(optimizer.init)(eqx.filter(online, eqx.is_array)),
-        masks=init_masks(online) if masked else None,
-        loss_sums=jnp.zeros((size,), jnp.float32),
-        acting_member=jnp.zeros((), jnp.int32),
-        updates=jnp.zeros((), jnp.int32),
-    )
 
 
 def _optimizer_step(network: Any, grads: Any, opt_state: Any, masks: Any, optimizer: optax.GradientTransformation):
@@ -228,8 +215,8 @@ class SACLearner(eqx.Module):
         actor = stack_members(self.make_actor, actor_key[None])
         log_alpha = jnp.log(jnp.asarray(self.initial_temperature, jnp.float32))
         return SACState(
-            critic=_value_state(critics, self.critic_optimizer, self.target == "network", self.masked),
-            actor=_value_state(actor, self.actor_optimizer, False, self.actor_masked),
+            critic=new_value_state(critics, self.critic_optimizer, target=self.target == "network", masked=self.masked),
+            actor=new_value_state(actor, self.actor_optimizer, target=False, masked=self.actor_masked),
             log_alpha=log_alpha,
             temperature_opt_state=self.temperature_optimizer.init(log_alpha),
             key=key,

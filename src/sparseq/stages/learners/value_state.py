@@ -13,6 +13,9 @@ pruning selection, polynomial pruning and the head shift act on any learner unch
 from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
 from jax import Array
 
 
@@ -24,6 +27,24 @@ class ValueState(eqx.Module):
     loss_sums: Array  # (P,) float32: summed losses since the last target update
     acting_member: Array  # () int32: the member that acts (and that a sync copies)
     updates: Array  # () int32: gradient steps taken
+
+
+def new_value_state(online: Any, optimizer: optax.GradientTransformation, *, target: bool, masked: bool) -> ValueState:
+    """The value state of a freshly initialised stacked population `online`: a target
+    network copied from member 0 when `target`, dense masks when `masked`, a fresh
+    optimizer state per member, zero loss sums and counters."""
+    from sparseq.stages.learners.population import population_size, select_member
+    from sparseq.stages.sparsity import init_masks
+
+    return ValueState(
+        online=online,
+        target=select_member(online, 0) if target else None,
+        opt_state=jax.vmap(optimizer.init)(eqx.filter(online, eqx.is_array)),
+        masks=init_masks(online) if masked else None,
+        loss_sums=jnp.zeros((population_size(online),), jnp.float32),
+        acting_member=jnp.zeros((), jnp.int32),
+        updates=jnp.zeros((), jnp.int32),
+    )
 
 
 class HasValueStates(eqx.Module):

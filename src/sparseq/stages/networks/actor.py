@@ -37,4 +37,3 @@ class GaussianActor(eqx.Module):
     def batched(self, obs: Array) -> tuple[Array, Array]:
         """obs: (B, *obs_shape) -> (mean (B, A), log_std (B, A))."""
         return jax.vmap(self)(obs)
-

@@ -42,9 +42,7 @@ class CriticNetwork(eqx.Module):
             reinitialize(eqx.nn.Linear(sizes[i], sizes[i + 1], key=keys[i]), keys[i], init) for i in range(len(hidden))
         )
         self.layer_norms = tuple(eqx.nn.LayerNorm(size) if layer_norm else None for size in hidden)
-        self.batch_norms = (
-            tuple(BatchNorm(size, batch_norm_momentum) for size in sizes) if batch_norm else None
-        )
+        self.batch_norms = tuple(BatchNorm(size, batch_norm_momentum) for size in sizes) if batch_norm else None
         self.head = MultiHeadLinear(sizes[-1], num_heads, 1, init, key=keys[-1])
 
     @property

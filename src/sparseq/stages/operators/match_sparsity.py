@@ -83,14 +83,18 @@ class MatchSparsity(ValueOperator):
     ) -> tuple[MatchSparsityState, Any, dict[str, Array]]:
         values = value_state_of(learner_state, self.on)
         source = value_state_of(learner_state, self.source)
-        wanted = sparsity_stats(select_member(source.masks, source.acting_member))["overall"]
-        due = period_crossed(self.period, steps_before, steps_after) & (wanted > state.applied)
 
-        def prune(operands: tuple[MatchSparsityState, ValueState]) -> tuple[MatchSparsityState, ValueState]:
-            _, vs = operands
-            vs = prune_members(vs, wanted, self.criterion)
-            return MatchSparsityState(applied=wanted, sparsity=sparsity_stats(select_member(vs.masks, 0))), vs
+        def follow(operands: tuple[MatchSparsityState, ValueState]) -> tuple[MatchSparsityState, ValueState]:
+            # Counting the source's mask only on the check steps: not on every iteration.
+            wanted = sparsity_stats(select_member(source.masks, source.acting_member))["overall"]
 
-        state, values = jax.lax.cond(due, prune, lambda operands: operands, (state, values))
+            def prune(operands: tuple[MatchSparsityState, ValueState]) -> tuple[MatchSparsityState, ValueState]:
+                vs = prune_members(operands[1], wanted, self.criterion)
+                return MatchSparsityState(applied=wanted, sparsity=sparsity_stats(select_member(vs.masks, 0))), vs
+
+            return jax.lax.cond(wanted > operands[0].applied, prune, lambda ops: ops, operands)
+
+        due = period_crossed(self.period, steps_before, steps_after)
+        state, values = jax.lax.cond(due, follow, lambda operands: operands, (state, values))
         metrics = {f"sparsity/{name}": value for name, value in state.sparsity.items()}
         return state, with_value_state(learner_state, values, self.on), scoped_metrics(metrics, self.on, learner_state)
