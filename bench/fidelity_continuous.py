@@ -8,7 +8,7 @@
 Each sparseq run is `sparseq train {sac,eaudesac,polyprunesac}-TASK --run.seed S
 --run.total-steps N` with the pipeline files' settings (SAC: 256-256, batch 256, lr
 3e-4, 5,000 random warm-up steps, tau 0.005; EauDeSAC: K = 3 masked critics, selection
-every 5,000 steps, rho 0.2, global magnitude, horizon 80%, the actor following the
+every 1,000 steps, rho 0.05, global magnitude, horizon 80%, the actor following the
 selected critic's sparsity, NO final sparsity given; PolyPruneSAC: 20% -> 80% to 95% on
 critic and actor). SBX's SAC (bench/peers/sbx_sac.py, the bench venv) runs the same
 steps and seeds. A run's score is the mean training return of the episodes that end in

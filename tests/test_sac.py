@@ -468,8 +468,9 @@ def overall(masks, member: int) -> float:
 
 
 def test_eaudesac_masks_stay_zero_and_the_actor_follows_the_selected_critic():
-    period = 5
+    period, rho = 5, 0.2
     flags = ["--operators.prune_select.period", str(period), "--operators.match_sparsity.period", str(period)]
+    flags += ["--operators.prune_select.max_prune_fraction", str(rho)]
     _, pipeline = small_pipeline("eaudesac-halfcheetah", "--run.total-steps", "10000", *flags)
     kinds = [type(op) for op in pipeline.operators]
     assert kinds[1:] == [PruneSelect, MatchSparsity] and pipeline.learner.population == 3
@@ -502,8 +503,8 @@ def test_eaudesac_masks_stay_zero_and_the_actor_follows_the_selected_critic():
         history.append((critic_sparsity, actor_sparsity))
     critic_series, actor_series = np.array(history).T
     assert np.all(np.diff(critic_series) >= 0) and np.all(np.diff(actor_series) >= 0), history
-    # Four forced selections of the sparsest critic: at least 1 - 0.8^4 of the weights pruned.
-    assert critic_series[-1] >= 1 - 0.8**4 - 0.01
+    # Four forced selections of the sparsest critic: at least 1 - (1 - rho)^4 of the weights pruned.
+    assert critic_series[-1] >= 1 - (1 - rho) ** 4 - 0.01
     assert actor_series[-1] == pytest.approx(critic_series[-1], abs=1.0 / actor_size)
     # The members are pruned copies of the winner: increasing sparsity along the population.
     member_sparsity = [overall(state.critic.masks, k) for k in range(3)]
