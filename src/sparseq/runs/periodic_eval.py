@@ -97,7 +97,7 @@ class Evaluator:
         self._chunk = eqx.filter_jit(self._steps)
         self.video_episodes = settings.video_episodes if settings.video else 0
         self.video_max_steps = settings.video_max_steps
-        self._policy = eqx.filter_jit(self._greedy)
+        self._policy = eqx.filter_jit(self._actions)
 
     def due(self, env_steps: int) -> bool:
         return self.every > 0 and env_steps >= self.next_due
@@ -111,14 +111,8 @@ class Evaluator:
         """`steps_per_call` evaluation steps -> (cstate, (returns, lengths, done)), each
         (steps_per_call, N)."""
 
-        deterministic = getattr(self.learner, "act_deterministic", None)
-
         def one(cstate, key):
-            if deterministic is not None:
-                # A stochastic policy (SAC) is evaluated by its mean action.
-                actions = deterministic(learner_state, cstate.obs)
-            else:
-                actions = self.learner.act(learner_state, cstate.obs, key, jnp.asarray(self.epsilon, jnp.float32))
+            actions = self._actions(learner_state, cstate.obs, key)
             cstate, _, stats = self.collector.step(cstate, actions)
             return cstate, (stats.episode_return, stats.episode_length, stats.done)
 
@@ -131,11 +125,12 @@ class Evaluator:
             outputs.append(out)
         return cstate, jax.tree.map(lambda *xs: jnp.stack(xs), *outputs)
 
-    def _greedy(self, learner_state: LearnerState, obs: jax.Array) -> jax.Array:
+    def _actions(self, learner_state: LearnerState, obs: jax.Array, key: jax.Array) -> jax.Array:
+        """The evaluated policy: a stochastic one (SAC) by its mean action, a Q-learner
+        epsilon-greedy with the evaluation epsilon."""
         deterministic = getattr(self.learner, "act_deterministic", None)
         if deterministic is not None:
             return deterministic(learner_state, obs)
-        key = jax.random.key(0)
         return self.learner.act(learner_state, obs, key, jnp.asarray(self.epsilon, jnp.float32))
 
     def record_video(self, learner_state: LearnerState, env_steps: int, folder: Path):
@@ -144,7 +139,7 @@ class Evaluator:
         from sparseq.outputs.video import VideoUnavailable, record_episodes
 
         def policy(obs: np.ndarray) -> np.ndarray:
-            return np.asarray(self._policy(learner_state, jnp.asarray(obs, jnp.float32)))
+            return np.asarray(self._policy(learner_state, jnp.asarray(obs, jnp.float32), jax.random.key(0)))
 
         path = folder / "videos" / f"eval-{env_steps}.mp4"
         path.parent.mkdir(exist_ok=True)
