@@ -313,7 +313,7 @@ def test_selections_file_appends_every_selection_and_truncates_on_resume(tmp_pat
 
     def chunk(first_step: int) -> dict[str, np.ndarray]:
         return {
-            "env_steps": np.arange(first_step, first_step + 4) * 100,
+            "steps": np.arange(first_step, first_step + 4) * 100,
             "target_updated": np.array([False, True, False, True]),
             "population/selected": np.array([0, 2, 2, 1]),
             "population/loss_sum": np.arange(12, dtype=np.float32).reshape(4, 3),
@@ -321,7 +321,7 @@ def test_selections_file_appends_every_selection_and_truncates_on_resume(tmp_pat
             "sparsity/overall": np.array([0.0, 0.1, 0.1, 0.2], np.float32),
         }
 
-    append_selections(tmp_path, {"env_steps": np.arange(3), "target_updated": np.ones(3, bool)})  # DQN: nothing
+    append_selections(tmp_path, {"steps": np.arange(3), "target_updated": np.ones(3, bool)})  # DQN: nothing
     assert not (tmp_path / "selections.csv").exists()
     append_selections(tmp_path, chunk(1))
     append_selections(tmp_path, chunk(5))

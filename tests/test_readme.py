@@ -22,7 +22,7 @@ def test_python_composition_example_runs():
     state, metrics, pipeline = namespace["state"], namespace["metrics"], namespace["pipeline"]
     steps = int(state.env_steps)
     assert steps > pipeline.learning_starts
-    assert int(metrics["env_steps"][-1]) == steps
+    assert int(metrics["steps"][-1]) == steps
     # one gradient step per environment step from the cycle that reaches the warm-up
     assert pipeline.collector.num_envs == 1 and pipeline.update_every == 1
     assert int(state.learner.updates) == steps - pipeline.learning_starts + 1

@@ -106,7 +106,7 @@ def test_chunks_donate_the_state(make_config, kind):
     runner = ChunkRunner(pipeline, kind, max_cycles=8)
     new_state, metrics, done = runner(state, False, 3)
     assert state.replay.obs.is_deleted()
-    assert done == 3 and int(new_state.env_steps) == 3 and metrics["env_steps"].tolist() == [1, 2, 3]
+    assert done == 3 and int(new_state.env_steps) == 3 and metrics["steps"].tolist() == [1, 2, 3]
 
 
 def test_chunk_length_is_an_argument_of_one_compiled_loop(make_config):
@@ -134,7 +134,7 @@ def test_chunk_length_is_an_argument_of_one_compiled_loop(make_config):
 
 def test_summarize_chunk_by_hand():
     metrics = {
-        "env_steps": np.asarray([2, 4]),
+        "steps": np.asarray([2, 4]),
         "episode_done": np.asarray([[[False, True]], [[True, False]]]).reshape(2, 2),
         "episode_return": np.asarray([[5.0, 7.0], [9.0, 1.0]]),
         "episode_length": np.asarray([[5, 7], [9, 1]]),

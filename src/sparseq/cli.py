@@ -148,14 +148,24 @@ def print_summary(folder: Path, summary: dict) -> None:
             return f"{value:,}"
         return str(value)
 
+    offline = "gradient_steps" in summary and "env_steps" not in summary
+    progress = (
+        [("gradient steps (offline)", summary.get("gradient_steps"))]
+        if offline
+        else [
+            ("environment steps", summary["env_steps"]),
+            ("episodes", summary["episodes"]),
+            ("return (last 20 episodes)", summary["return_recent"]),
+            ("best 20-episode return", summary["return_best_recent"]),
+        ]
+    )
+    if summary.get("eval_return_last") is not None:
+        progress.append(("last evaluation return", summary["eval_return_last"]))
     rows = [
         ("algorithm", summary["algorithm"]),
         ("task", summary["task_id"]),
         ("seed", summary["seed"]),
-        ("environment steps", summary["env_steps"]),
-        ("episodes", summary["episodes"]),
-        ("return (last 20 episodes)", summary["return_recent"]),
-        ("best 20-episode return", summary["return_best_recent"]),
+        *progress,
         ("steps / second", summary["steps_per_second"]),
         ("wall time (s)", summary["wall_seconds"]),
         ("online parameters", summary["online_parameters"]),

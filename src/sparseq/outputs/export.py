@@ -161,7 +161,7 @@ def save_run_policy(folder: Path, pipeline: Any, learner_state: Any) -> Path | N
     (SAC); None (nothing written) for other learners."""
     from sparseq.stages.learners.value_state import ValueState, has_value_state, value_state_of
 
-    learner, collector = pipeline.learner, pipeline.collector
+    learner, collector = pipeline.learner, pipeline.data_spec
     if hasattr(learner, "num_actions") and has_value_state(learner_state):
         return save_final_policy(folder, value_state_of(learner_state), collector.obs_shape, learner.num_actions)
     actor = getattr(learner_state, "actor", None)

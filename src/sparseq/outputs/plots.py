@@ -45,21 +45,30 @@ def metric_series(folder: Path, keys: dict[str, str] = PLOTTED_METRICS) -> dict[
                 for key, label in keys.items():
                     if record.get(key) is not None:
                         steps, values = series.setdefault(label, ([], []))
-                        steps.append(int(record["env_steps"]))
+                        steps.append(int(record.get("env_steps", record.get("gradient_steps", 0))))
                         values.append(float(record[key]))
     return {label: (np.asarray(x), np.asarray(y)) for label, (x, y) in series.items()}
 
 
-def plot_returns(folder: Path, title: str, extra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Path:
+def plot_returns(
+    folder: Path,
+    title: str,
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    x_label: str = "environment steps",
+) -> Path:
     """Writes folder/returns.png: training episode returns (raw rewards), with a
-    20-episode moving average; `extra` series go on their own axes below."""
+    20-episode moving average; `extra` series go on their own axes below. An offline
+    run has no training episodes: its evaluation returns come first."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps, returns = read_episodes(folder / "episodes.csv")
-    extra = extra or {}
+    extra = dict(extra or {})
+    if not len(steps) and extra:
+        first_label = next(iter(extra))
+        return _plot_series(folder, title, extra, x_label, first_label)
     rows = 1 + len(extra)
     fig, axes = plt.subplots(rows, 1, figsize=(8, 3.6 * rows), sharex=True, squeeze=False)
     ax = axes[0, 0]
@@ -77,7 +86,28 @@ def plot_returns(folder: Path, title: str, extra: dict[str, tuple[np.ndarray, np
         axis.plot(x, y, color="tab:orange")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("environment steps")
+    axes[-1, 0].set_xlabel(x_label)
+    fig.tight_layout()
+    path = folder / "returns.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_series(
+    folder: Path, title: str, series: dict[str, tuple[np.ndarray, np.ndarray]], x_label: str, first: str
+) -> Path:
+    """returns.png of a run without training episodes: each series on its own axes."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(series), 1, figsize=(8, 3.6 * len(series)), sharex=True, squeeze=False)
+    for row, (label, (x, y)) in enumerate(series.items()):
+        axis = axes[row, 0]
+        axis.plot(x, y, color="tab:orange" if label == first else "tab:green", marker="o", ms=3)
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel(x_label)
     fig.tight_layout()
     path = folder / "returns.png"
     fig.savefig(path, dpi=110)

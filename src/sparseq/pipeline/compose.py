@@ -5,7 +5,7 @@ gradient steps that fall due (one every `update_every` environment steps, after
 `warmup` steps), and lets every operator look at the step counters.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -81,6 +81,15 @@ class Pipeline(eqx.Module):
     exploration: Exploration = Exploration()
     warmup: int = eqx.field(static=True, default=1_000)
     update_every: int = eqx.field(static=True, default=1)
+
+    step_unit: ClassVar[str] = "env_steps"
+    """What the run's step counter (`TrainState.env_steps`) counts: metrics.jsonl's x axis."""
+    saves_replay: ClassVar[bool] = True  # checkpoints hold the replay (it is not on disk elsewhere)
+
+    @property
+    def data_spec(self) -> Collector:
+        """Where observations and actions come from (shapes, bounds): the collector."""
+        return self.collector
 
     def __check_init__(self):
         n, u = self.collector.num_envs, self.update_every
@@ -213,7 +222,7 @@ class Pipeline(eqx.Module):
         collected = {k: v.reshape(-1, *v.shape[2:]) if v.ndim >= 2 else v for k, v in collected.items()}
         return state, {
             **collected,
-            "env_steps": state.env_steps,
+            "steps": state.env_steps,
             "updated": jnp.asarray(learn),
             "gradient_steps": jnp.asarray(self.updates_per_cycle if learn else 0, jnp.int32),
             **learn_metrics,

@@ -57,8 +57,11 @@ def cross_boundary(pipeline: Pipeline, state: TrainState, seed: int) -> tuple[Pi
     """Ends all episodes and re-creates the environment pool with `seed`.
 
     Returns the pipeline with its new collector (the old pool is closed) and the state
-    with the new pool's first observations.
+    with the new pool's first observations. A pipeline without a pool (offline) is
+    returned as it is.
     """
+    if pipeline.collector is None:
+        return pipeline, state
     replay_state = _cut_streams(pipeline, state) if int(state.replay.count) > 0 else state.replay
     old = pipeline.collector
     collector = old.with_seed(seed)

@@ -34,7 +34,8 @@ def _is_key(x: Any) -> bool:
 def _saved_part(state: TrainState, include_replay: bool) -> Any:
     """The array leaves to save: everything but the envpool handle (and the replay
     when it is excluded)."""
-    state = eqx.tree_at(lambda s: s.collector.handle, state, None)
+    if getattr(state, "collector", None) is not None:
+        state = eqx.tree_at(lambda s: s.collector.handle, state, None)
     if not include_replay:
         state = eqx.tree_at(lambda s: s.replay, state, None)
     return eqx.filter(state, eqx.is_array)
@@ -152,7 +153,9 @@ class Checkpointer:
                 new_leaves.append(jax.numpy.asarray(value, dtype=old.dtype))
         loaded = jax.tree.unflatten(treedef, new_leaves)
         is_none = lambda x: x is None  # noqa: E731
-        loaded = eqx.tree_at(lambda s: s.collector.handle, loaded, template.collector.handle, is_leaf=is_none)
+        if getattr(template, "collector", None) is not None:
+            handle = template.collector.handle
+            loaded = eqx.tree_at(lambda s: s.collector.handle, loaded, handle, is_leaf=is_none)
         if not include_replay:
             loaded = eqx.tree_at(lambda s: s.replay, loaded, template.replay, is_leaf=is_none)
         extra = {name: np.asarray(restored[EXTRA_PREFIX + name]) for name in extra_shapes}

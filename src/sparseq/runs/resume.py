@@ -141,7 +141,7 @@ def prepare_resume(run: str, overrides: list[str]) -> ResumePlan:
             f"{display(folder)} already finished at step {int(meta['env_steps']):,} "
             f"(run.total_steps {config.run.total_steps:,}); nothing to do (raise run.total_steps to extend it)"
         )
-    if not meta.get("include_replay", True):
+    if not meta.get("include_replay", True) and not config.dataset.is_offline:
         warnings.warn(
             "the checkpoint has no replay buffer: the resumed run starts with an empty one (not exact)", stacklevel=2
         )

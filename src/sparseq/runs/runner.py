@@ -29,7 +29,7 @@ import numpy as np
 
 from sparseq.outputs.plots import metric_series, plot_returns, read_episodes
 from sparseq.pipeline.compose import Pipeline, TrainState
-from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches, make_collector
+from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches
 from sparseq.pipeline.config.dump import to_dict, to_toml
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.validate import validate
@@ -38,6 +38,7 @@ from sparseq.runs.checkpoint import Checkpointer, write_json
 from sparseq.runs.log import MetricsLog, WandbLog
 from sparseq.runs.periodic_eval import make_evaluator
 from sparseq.runs.provenance import write_run_record
+from sparseq.runs.record import DatasetRecorder
 from sparseq.runs.selections import append_selections, truncate_selections
 from sparseq.stages.learners.value_state import value_states_of
 
@@ -56,6 +57,7 @@ LEARNER_DIAGNOSTICS = {
     "actor_loss",
     "temperature",
     "entropy",
+    "cql_gap",
 }
 
 
@@ -235,25 +237,29 @@ class Progress:
 
 def summarize_chunk(metrics: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[tuple[int, float, int]]]:
     """Host-side reduction of a chunk's per-cycle metrics to one log record and the
-    list of finished training episodes (env_steps, return, length)."""
+    list of finished training episodes (steps, return, length). `steps` (cycles,) is
+    the run's step counter; an offline run has no training episodes nor epsilon."""
     record: dict[str, Any] = {}
-    env_steps = metrics["env_steps"]  # (cycles,)
-    cycles = env_steps.shape[0]
-    done = metrics["episode_done"].reshape(cycles, -1)
-    returns = metrics["episode_return"].reshape(cycles, -1)
-    lengths = metrics["episode_length"].reshape(cycles, -1)
-    episodes = [(int(env_steps[c]), float(returns[c, e]), int(lengths[c, e])) for c, e in zip(*np.nonzero(done))]
-    record["train/episodes"] = len(episodes)
+    steps = metrics["steps"]  # (cycles,)
+    cycles = steps.shape[0]
+    episodes = []
+    if "episode_done" in metrics:
+        done = metrics["episode_done"].reshape(cycles, -1)
+        returns = metrics["episode_return"].reshape(cycles, -1)
+        lengths = metrics["episode_length"].reshape(cycles, -1)
+        episodes = [(int(steps[c]), float(returns[c, e]), int(lengths[c, e])) for c, e in zip(*np.nonzero(done))]
+        record["train/episodes"] = len(episodes)
     if episodes:
         record["train/return_mean"] = float(np.mean([r for _, r, _ in episodes]))
         record["train/length_mean"] = float(np.mean([n for _, _, n in episodes]))
-    record["train/epsilon"] = float(metrics["epsilon"].reshape(-1)[-1])
+    if "epsilon" in metrics:
+        record["train/epsilon"] = float(metrics["epsilon"].reshape(-1)[-1])
     if "member_epsilon" in metrics:
         record["train/member_epsilon"] = float(metrics["member_epsilon"].reshape(-1)[-1])
     updated = metrics["updated"].astype(bool)
     record["train/updates"] = int(metrics["gradient_steps"].sum())
     skip = {
-        "env_steps",
+        "steps",
         "episode_done",
         "episode_return",
         "episode_length",
@@ -296,14 +302,14 @@ def summarize_chunk(metrics: dict[str, np.ndarray]) -> tuple[dict[str, Any], lis
 
 
 def first_non_finite_step(metrics: dict[str, np.ndarray]) -> int | None:
-    """Environment step of the first cycle whose loss is NaN/Inf, if any."""
+    """The step (counter) of the first cycle whose loss is NaN/Inf, if any."""
     if "loss" not in metrics:
         return None
     loss = metrics["loss"].reshape(metrics["loss"].shape[0], -1)
     bad = metrics["updated"].astype(bool) & ~np.isfinite(loss).all(axis=1)
     if not bad.any():
         return None
-    return int(metrics["env_steps"][int(np.argmax(bad))])
+    return int(metrics["steps"][int(np.argmax(bad))])
 
 
 class _StopRequest:
@@ -344,6 +350,8 @@ class Trainer:
         self.folder = folder
         self.pipeline = pipeline or build_pipeline(config)
         self.kind = loop_kind(config)
+        # What the step counter counts: environment steps, or gradient steps offline.
+        self.step_unit = self.pipeline.step_unit
         self.steps_per_cycle = self.pipeline.steps_per_cycle
         self.total_cycles = -(-config.run.total_steps // self.steps_per_cycle)
         self.cycles_per_log = max(config.run.log_every // self.steps_per_cycle, 1)
@@ -355,7 +363,8 @@ class Trainer:
         self.checkpointer = Checkpointer(
             checkpoints or checkpoint_folder(config, folder),
             keep=config.run.keep_checkpoints,
-            include_replay=config.run.checkpoint_replay,
+            # An offline run's replay is its dataset, read from disk again on resume.
+            include_replay=config.run.checkpoint_replay and self.pipeline.saves_replay,
         )
         self.cycle = 0
         self.boundary = 0
@@ -364,6 +373,7 @@ class Trainer:
         self.wandb_id: str | None = None
         self.sparsity: float | None = None  # last logged sparsity/overall, when pruning
         self.actor_sparsity: float | None = None  # last logged actor/sparsity/overall (SAC)
+        self.eval_return: float | None = None  # the last evaluation's mean return
         # Metrics of the cycles since the last log point, and every action since the
         # last pool boundary (cycles, steps_per_cycle): what a stopped run saves.
         self.pending: list[dict[str, np.ndarray]] = []
@@ -373,6 +383,8 @@ class Trainer:
         self.segment_started = time.perf_counter()
         # Evaluation episodes (eval.every > 0): on the host between chunks, own pool.
         self.evaluator = make_evaluator(config, self.pipeline, self.kind)
+        # run.record_dataset: the collected transitions, to folder/dataset/ between chunks.
+        self.recorder = DatasetRecorder(folder, self.pipeline, to_dict(config)) if config.run.record_dataset else None
 
     # -- chunk planning -------------------------------------------------------
     def _chunk_end(self) -> int:
@@ -399,7 +411,8 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------
     def _meta(self, log: MetricsLog) -> dict[str, Any]:
         return {
-            "env_steps": self.cycle * self.steps_per_cycle,
+            "env_steps": self.cycle * self.steps_per_cycle,  # the step counter (gradient steps offline)
+            "step_unit": self.step_unit,
             "cycle": self.cycle,
             "boundary": self.boundary,
             "config": to_dict(self.config),
@@ -408,11 +421,14 @@ class Trainer:
             "wandb_id": self.wandb_id,
             "wall_seconds": self.wall_seconds(),
             "segments": self.segments,
+            **({"recorder": self.recorder.position()} if self.recorder is not None else {}),
         }
 
     def _boundary_and_save(self, state: TrainState, log: MetricsLog) -> TrainState:
         self.boundary += 1
         self.pipeline, state = cross_boundary(self.pipeline, state, pool_seed(self.config.run.seed, self.boundary))
+        if self.recorder is not None:
+            self.recorder.flush(state.replay)  # the episodes the boundary ended
         self.boundary_actions = []
         self.runner = self._new_runner()
         self.checkpointer.save(self.cycle * self.steps_per_cycle, state, self._meta(log))
@@ -432,7 +448,11 @@ class Trainer:
 
     def restore_stopped(self, state: TrainState, fresh: Any, extra: dict[str, np.ndarray]) -> TrainState:
         """The inverse of `_save_stopped`; `fresh`: the new pool's state after its reset."""
+        pending = {k[len(PENDING) :]: v for k, v in extra.items() if k.startswith(PENDING)}
+        self.pending = [pending] if pending else []
         collector = self.pipeline.collector
+        if collector is None:  # offline: no pool to bring back
+            return state
         n, shape = collector.num_envs, tuple(getattr(collector, "action_shape", ()))
         actions = extra.get("actions")
         steps = np.zeros((0, n, *shape), np.int32) if actions is None else actions.reshape(-1, n, *shape)
@@ -443,8 +463,6 @@ class Trainer:
             )
         collector_state = replay_actions(self.pipeline.collector, fresh, state.collector, steps)
         self.boundary_actions = [actions] if actions is not None else []
-        pending = {k[len(PENDING) :]: v for k, v in extra.items() if k.startswith(PENDING)}
-        self.pending = [pending] if pending else []
         return eqx.tree_at(lambda s: s.collector, state, collector_state)
 
     # -- the loop ------------------------------------------------------------
@@ -473,7 +491,11 @@ class Trainer:
                     state, metrics, done = self.runner(state, learn, cycles, stop)
                     pending_seconds += time.perf_counter() - chunk_started
                     self._guard(state, metrics)
-                    self.boundary_actions.append(metrics.pop("action"))
+                    if self.recorder is not None:
+                        self.recorder.flush(state.replay)
+                    actions = metrics.pop("action", None)
+                    if actions is not None:
+                        self.boundary_actions.append(actions)
                     self.pending.append(metrics)
                     self.cycle += done
                     progress.update(done * self.steps_per_cycle, postfix)
@@ -481,11 +503,11 @@ class Trainer:
                     at_log_point = self.cycle % self.cycles_per_log == 0 or finished
                     if at_log_point or self._checkpoint_due():
                         metrics = {k: np.concatenate([m[k] for m in self.pending]) for k in self.pending[0]}
-                        chunk_steps = len(metrics["env_steps"]) * self.steps_per_cycle
+                        chunk_steps = len(metrics["steps"]) * self.steps_per_cycle
                         record = self._log(metrics, log, wandb_log, chunk_steps / pending_seconds, started, state)
                         self.pending, pending_seconds = [], 0.0
                         postfix = {
-                            "return": f"{record['train/return_recent']:.1f}" if self.recent else "-",
+                            "return": self._shown_return(record),
                             "loss": f"{record.get('train/loss', float('nan')):.3g}",
                         }
                     boundary_saved = self._checkpoint_due() and not finished
@@ -508,12 +530,23 @@ class Trainer:
         keep = f"last good checkpoint: step {last_good}" if last_good is not None else "no checkpoint was written yet"
         step = first_non_finite_step(metrics)
         if step is not None:
-            raise NonFiniteError(f"non-finite loss at environment step {step} (stage: learner update); {keep}")
+            raise NonFiniteError(f"non-finite loss at {self._unit_name} {step} (stage: learner update); {keep}")
         if not bool(_all_finite(state.learner)):
-            steps = int(metrics["env_steps"][-1])
+            steps = int(metrics["steps"][-1])
             raise NonFiniteError(
-                f"non-finite parameters by environment step {steps} (stage: learner update or operators); {keep}"
+                f"non-finite parameters by {self._unit_name} {steps} (stage: learner update or operators); {keep}"
             )
+
+    def _shown_return(self, record: dict[str, Any]) -> str:
+        """The progress bar's return: the recent training episodes', else (offline) the
+        last evaluation's."""
+        if self.recent:
+            return f"{record['train/return_recent']:.1f}"
+        return f"{self.eval_return:.1f} (eval)" if self.eval_return is not None else "-"
+
+    @property
+    def _unit_name(self) -> str:
+        return "gradient step" if self.step_unit == "gradient_steps" else "environment step"
 
     def _log(self, metrics, log: MetricsLog, wandb_log: WandbLog, steps_per_second: float, started: float, state=None):
         record, episodes = summarize_chunk(metrics)
@@ -525,21 +558,27 @@ class Trainer:
         self.returns.extend(r for _, r, _ in episodes)
         steps = self.cycle * self.steps_per_cycle
         record = {
-            "env_steps": steps,
-            "train/return_recent": float(np.mean(self.recent)) if self.recent else None,
+            self.step_unit: steps,
+            # Only runs that collect have training episodes (offline runs evaluate).
+            **(
+                {"train/return_recent": float(np.mean(self.recent)) if self.recent else None}
+                if "episode_done" in metrics
+                else {}
+            ),
             **record,
         }
         if self.evaluator is not None and state is not None and self.evaluator.due(steps):
             record.update(self.evaluator.run(state.learner, steps).record())
+            self.eval_return = record.get("eval/return_mean")
             if self.evaluator.video_episodes:
                 video = self.evaluator.record_video(state.learner, steps, self.folder)
                 if video is not None:
                     record["eval/video_return"] = float(np.mean(video.episode_returns))
                     wandb_log.log_video("eval/video", video)
-        timing = {"env_steps": steps, "time": time.perf_counter() - started, "steps_per_second": steps_per_second}
+        timing = {self.step_unit: steps, "time": time.perf_counter() - started, "steps_per_second": steps_per_second}
         log.write(record, timing)
         log.write_episodes(episodes)
-        append_selections(self.folder, metrics)  # EauDeQN: every target update, not just the last
+        append_selections(self.folder, metrics, self.step_unit)  # EauDeQN: every target update, not just the last
         wandb_log.log({**record, "train/steps_per_second": steps_per_second}, steps)
         return record
 
@@ -554,6 +593,8 @@ class Trainer:
             last = json.loads(lines[-1])
             self.sparsity = last.get("sparsity/overall")
             self.actor_sparsity = last.get("actor/sparsity/overall")
+        evaluated = [json.loads(line).get("eval/return_mean") for line in lines]
+        self.eval_return = next((r for r in reversed(evaluated) if r is not None), None)
 
     def summary(self, state: TrainState, status: str) -> dict[str, Any]:
         """The whole run's summary, across the segments of a resumed run."""
@@ -564,10 +605,11 @@ class Trainer:
             "task_id": self.config.env.task_id,
             "seed": self.config.run.seed,
             "status": status,
-            "env_steps": steps,
+            self.step_unit: steps,
             "episodes": len(self.returns),
             "return_recent": float(np.mean(self.recent)) if self.recent else None,
             "return_best_recent": None,
+            **({"eval_return_last": self.eval_return} if self.evaluator is not None else {}),
             "wall_seconds": wall,
             "steps_per_second": steps / wall if wall > 0 else None,
             "segments": self.segments,
@@ -586,7 +628,8 @@ class Trainer:
 def _finish(trainer: Trainer, state: TrainState, status: str, log: MetricsLog, wandb_log: WandbLog):
     config = trainer.config
     title = f"{config.algorithm} on {config.env.task_id} (seed {config.run.seed})"
-    plot = plot_returns(trainer.folder, title, extra=metric_series(trainer.folder))
+    x_label = "gradient steps" if trainer.step_unit == "gradient_steps" else "environment steps"
+    plot = plot_returns(trainer.folder, title, extra=metric_series(trainer.folder), x_label=x_label)
     summary = trainer.summary(state, status)
     write_json(trainer.folder / "summary.json", summary)
     from sparseq.outputs.export import save_run_policy  # policy.eqx: what `sparseq export/evaluate` read
@@ -605,7 +648,7 @@ def _execute(trainer: Trainer, state: TrainState, log: MetricsLog, wandb_log: Wa
         state, status = trainer.run(state, log, wandb_log)
     except NonFiniteError:
         steps = trainer.cycle * trainer.steps_per_cycle
-        write_json(trainer.folder / "summary.json", {"status": "non-finite", "env_steps": steps})
+        write_json(trainer.folder / "summary.json", {"status": "non-finite", trainer.step_unit: steps})
         log.close()
         wandb_log.finish({"status": "non-finite"})
         trainer.checkpointer.close()
@@ -669,16 +712,17 @@ def resume(
 ) -> RunResult:
     """Continues the run in `folder` from its checkpoint at `step` (see resume.py for
     the checks that come first)."""
-    collector = make_collector(config, seed=pool_seed(config.run.seed, int(meta["boundary"])))
-    pipeline = build_pipeline(config, collector=collector)
+    pipeline = build_pipeline(config, pool_seed=pool_seed(config.run.seed, int(meta["boundary"])))
     trainer = Trainer(config, folder, pipeline, checkpoints)
     template = pipeline.init(jax.random.key(config.run.seed))
     state, extra = trainer.checkpointer.restore(step, template, meta)
     if meta.get("stopped"):
-        state = trainer.restore_stopped(state, template.collector, extra)
+        state = trainer.restore_stopped(state, getattr(template, "collector", None), extra)
     trainer.cycle = int(meta["cycle"])
     trainer.boundary = int(meta["boundary"])
     trainer.wall_before = float(meta.get("wall_seconds", 0.0))
+    if trainer.recorder is not None:
+        trainer.recorder.rewind(meta["recorder"])
     trainer.segments = int(meta.get("segments", 1)) + 1
     log = MetricsLog(folder, truncate_to=(int(meta["metrics_lines"]), int(meta["episodes_lines"])))
     truncate_selections(folder, trainer.cycle * trainer.steps_per_cycle)

@@ -15,7 +15,7 @@ SELECTIONS_FILE = "selections.csv"
 
 
 def selection_rows(metrics: dict[str, np.ndarray]) -> list[list[float]]:
-    """Rows [env_steps, selected, target_sparsity, loss_sum_0.., sparsity_0..] of the
+    """Rows [steps, selected, target_sparsity, loss_sum_0.., sparsity_0..] of the
     cycles of a chunk whose target update was a selection (none without PruneSelect)."""
     needed = ("target_updated", "population/selected", "population/loss_sum", "population/sparsity")
     if any(name not in metrics for name in needed):
@@ -25,7 +25,7 @@ def selection_rows(metrics: dict[str, np.ndarray]) -> list[list[float]]:
     for c in np.nonzero(due)[0]:
         rows.append(
             [
-                int(metrics["env_steps"][c]),
+                int(metrics["steps"][c]),
                 int(metrics["population/selected"][c]),
                 float(metrics["sparsity/overall"][c]),
                 *(float(x) for x in np.asarray(metrics["population/loss_sum"][c]).reshape(-1)),
@@ -35,8 +35,9 @@ def selection_rows(metrics: dict[str, np.ndarray]) -> list[list[float]]:
     return rows
 
 
-def append_selections(folder: Path, metrics: dict[str, np.ndarray]) -> None:
-    """Appends the chunk's selections to folder/selections.csv (header on first write)."""
+def append_selections(folder: Path, metrics: dict[str, np.ndarray], step_unit: str = "env_steps") -> None:
+    """Appends the chunk's selections to folder/selections.csv (header on first write);
+    the first column is the run's step counter, named `step_unit`."""
     rows = selection_rows(metrics)
     if not rows:
         return
@@ -47,7 +48,7 @@ def append_selections(folder: Path, metrics: dict[str, np.ndarray]) -> None:
         if new:
             losses = ",".join(f"loss_sum_{i}" for i in range(k))
             sparsities = ",".join(f"sparsity_{i}" for i in range(k))
-            handle.write(f"env_steps,selected,target_sparsity,{losses},{sparsities}\n")
+            handle.write(f"{step_unit},selected,target_sparsity,{losses},{sparsities}\n")
         for row in rows:
             handle.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n")
 

@@ -16,12 +16,16 @@ from sparseq.pipeline.compose import Exploration, Pipeline
 from sparseq.pipeline.config.errors import ConfigError
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.validate import with_typed_stages
+from sparseq.pipeline.offline import OfflinePipeline
 from sparseq.pipeline.registry import resolve
 from sparseq.pipeline.stage import build_stage, operator_key
 from sparseq.stages.collect.envpool_collector import EnvpoolCollector
 from sparseq.stages.collect.options import env_options
 from sparseq.stages.collect.options import make_collector as collector_from_env
 from sparseq.stages.context import BuildContext
+from sparseq.stages.datasets.options import make_dataset_source
+from sparseq.stages.datasets.source import DatasetSource
+from sparseq.stages.datasets.stream import DatasetError, DatasetSpec
 from sparseq.stages.learners.value_state import has_value_state, value_state_of
 from sparseq.stages.networks.options import make_network_factory
 from sparseq.stages.replay.options import make_replay as replay_from_options
@@ -176,12 +180,16 @@ def _simple_fields(stage: Any) -> dict[str, Any]:
     return {f.name: getattr(stage, f.name) for f in dataclasses.fields(stage) if _is_plain(getattr(stage, f.name))}
 
 
-def check_pipeline_matches(config: PipelineConfig, pipeline: Pipeline) -> None:
+def check_pipeline_matches(config: PipelineConfig, pipeline: Pipeline | OfflinePipeline) -> None:
     """ValueError (one line) when `pipeline`'s learner or operators are not the ones
     `config` names: pipeline.toml would describe another run than the one trained."""
-    context = build_context(config, pipeline.collector)
-    learner = make_learner(config, context)
-    expected = make_operators(config, dataclasses.replace(context, learner=learner))
+    if isinstance(pipeline, OfflinePipeline):
+        built = build_offline_pipeline(config)
+        learner, expected = built.learner, built.operators
+    else:
+        context = build_context(config, pipeline.collector)
+        learner = make_learner(config, context)
+        expected = make_operators(config, dataclasses.replace(context, learner=learner))
     names = lambda stages: [type(s).__name__ for s in stages]  # noqa: E731
     hint = "name your stages in config.learner / config.operators (Stage('module:Class', options))"
     if type(pipeline.learner) is not type(learner):
@@ -198,12 +206,74 @@ def check_pipeline_matches(config: PipelineConfig, pipeline: Pipeline) -> None:
             raise ValueError(f"pipeline {where} options differ from config's: {differ}; {hint}")
 
 
-def build_pipeline(
-    config: PipelineConfig, *, collector: EnvpoolCollector | None = None, source_of: SourceOf = _unnamed_source
-) -> Pipeline:
-    """The Pipeline of `config`; ConfigError (one line) when its stages do not fit."""
+def _dataset_source(config: PipelineConfig, source_of: SourceOf) -> DatasetSource:
+    options = config.learner.options
+    try:
+        return make_dataset_source(
+            config.dataset,
+            batch_size=config.replay.batch_size,
+            n_step=options.n_step,
+            gamma=options.gamma,
+            stack_padding=config.env.atari.stack_padding,
+        )
+    except DatasetError as error:
+        raise ConfigError(source_of("dataset.path"), _line(error), "dataset.path", config.dataset.path) from None
+
+
+def _check_dataset_fits_task(config: PipelineConfig, spec: DatasetSpec, source_of: SourceOf) -> None:
+    """The dataset's observations and actions must be the evaluation task's."""
+    pool = make_collector(dataclasses.replace(config, env=dataclasses.replace(config.env, num_envs=1)))
+    task = {
+        "observation shape": tuple(pool.obs_shape),
+        "actions": getattr(pool, "num_actions", 0) or tuple(getattr(pool, "action_shape", ())),
+    }
+    pool.close()
+    data = {"observation shape": tuple(spec.obs_shape), "actions": spec.num_actions or tuple(spec.action_shape)}
+    for what, expected in task.items():
+        if data[what] != expected:
+            reason = f"the dataset's {what} is {data[what]}, the task {config.env.task_id}'s is {expected}"
+            raise ConfigError(source_of("dataset.path"), reason, "dataset.path", config.dataset.path)
+
+
+def build_offline_pipeline(config: PipelineConfig, source_of: SourceOf = _unnamed_source) -> OfflinePipeline:
+    """The OfflinePipeline of `config` (dataset.path set): the dataset source in the
+    collector's place, the same learner and operators. The learner's warm-up and
+    update period are environment-step knobs: offline every step is a gradient step."""
     config = with_typed_stages(config, source_of)
-    collector = collector or make_collector(config)
+    source = _dataset_source(config, source_of)
+    spec = source.spec
+    _check_dataset_fits_task(config, spec, source_of)
+    options = dataclasses.replace(config.learner.options, warmup=0, update_every=1)
+    config = dataclasses.replace(config, learner=dataclasses.replace(config.learner, options=options))
+    context = shapes_context(
+        config,
+        tuple(spec.obs_shape),
+        spec.obs_dtype,
+        spec.num_actions,
+        action_shape=tuple(spec.action_shape),
+        action_low=tuple(spec.action_low),
+        action_high=tuple(spec.action_high),
+    )
+    learner = make_learner(config, context, source_of)
+    operators = make_operators(config, dataclasses.replace(context, learner=learner), source_of)
+    check_needs(config, learner, operators, source_of)
+    return OfflinePipeline(source=source, learner=learner, operators=operators)
+
+
+def build_pipeline(
+    config: PipelineConfig,
+    *,
+    collector: EnvpoolCollector | None = None,
+    pool_seed: int | None = None,
+    source_of: SourceOf = _unnamed_source,
+) -> Pipeline | OfflinePipeline:
+    """The Pipeline of `config` (an OfflinePipeline when it names a dataset); ConfigError
+    (one line) when its stages do not fit. `pool_seed`: the seed of the environment
+    pool (a resumed run's boundary seed; the run seed when None)."""
+    if config.dataset.is_offline:
+        return build_offline_pipeline(config, source_of)
+    config = with_typed_stages(config, source_of)
+    collector = collector or make_collector(config, seed=pool_seed)
     context = build_context(config, collector)
     learner = make_learner(config, context, source_of)
     operators = make_operators(config, dataclasses.replace(context, learner=learner), source_of)

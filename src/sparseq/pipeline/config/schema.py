@@ -13,6 +13,7 @@ from typing import Literal
 
 from sparseq.pipeline.stage import Stage
 from sparseq.stages.collect.options import AtariConfig, EnvConfig
+from sparseq.stages.datasets.options import DatasetConfig
 from sparseq.stages.learners.q_learner import QLearnerOptions
 from sparseq.stages.networks.options import NetworkConfig
 from sparseq.stages.operators.target_sync import TargetSyncOptions
@@ -20,6 +21,7 @@ from sparseq.stages.replay.options import ReplayConfig
 
 __all__ = [
     "AtariConfig",
+    "DatasetConfig",
     "EnvConfig",
     "EvalConfig",
     "ExplorationConfig",
@@ -74,6 +76,11 @@ class RunConfig:
     checkpoint_replay: bool = True
     """Include the replay buffer; without it a resumed run starts from an empty buffer
     (not exact)."""
+    record_dataset: bool = False
+    """Stream every transition the run collects to RUN_FOLDER/dataset/ between chunks:
+    a Minari dataset (one compressed parquet shard per episode) with sparseq's
+    manifest.json, for offline runs (--dataset.path RUN_FOLDER/dataset). Vector
+    observations only; needs replay.capacity >= run.log_every + the longest episode."""
     wandb: WandbConfig = WandbConfig()
 
 
@@ -82,7 +89,7 @@ class EvalConfig:
     """Evaluation episodes on a separate pool, run on the host between chunks."""
 
     every: int = 0
-    """Environment steps between evaluations (run at the first log point past each
+    """Environment steps (gradient steps offline) between evaluations (run at the first log point past each
     multiple); 0 = no evaluation."""
     episodes: int = 10
     """Episodes per evaluation: the first ones to finish count."""
@@ -129,6 +136,10 @@ class PipelineConfig:
     learner: Stage = Stage("q", QLearnerOptions())
     """The learner: `kind` ("q", or module:Class) and that kind's options."""
     replay: ReplayConfig = ReplayConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    """Offline runs: the dataset that takes the collector's place (the environments
+    only evaluate); run.total_steps, log_every, checkpoint_every and operator periods
+    then count gradient steps."""
     exploration: ExplorationConfig = ExplorationConfig()
     eval: EvalConfig = EvalConfig()
     operators: tuple[Stage, ...] = (Stage("target_sync", TargetSyncOptions()),)

@@ -60,6 +60,23 @@ def _run_rules(c: PipelineConfig) -> list[Rule]:
         ("eval.video", not c.eval.video or is_mujoco_task(c.env.task_id), _not_renderable(c.env.task_id)),
         ("eval.video_episodes", c.eval.video_episodes >= 1, "must be >= 1"),
         ("eval.video_max_steps", c.eval.video_max_steps >= 1, "must be >= 1"),
+        ("run.record_dataset", not (c.run.record_dataset and c.dataset.is_offline), "records online runs only"),
+        (
+            "run.record_dataset",
+            not c.run.record_dataset or c.replay.dedup_frames == "off",
+            "records vector observations (Minari); Atari frame stacks are not recorded yet",
+        ),
+        (
+            "run.record_dataset",
+            not c.run.record_dataset or c.run.checkpoint_replay,
+            "needs run.checkpoint_replay (a resumed run re-reads open episodes from the replay)",
+        ),
+        (
+            "run.record_dataset",
+            not c.run.record_dataset or c.replay.capacity >= c.run.log_every + 2 * c.env.num_envs,
+            f"needs replay.capacity ({c.replay.capacity}) >= run.log_every ({c.run.log_every}) + the longest"
+            " episode: transitions are read from the replay between chunks",
+        ),
     ]
 
 
@@ -81,6 +98,7 @@ def _all_checks(c: PipelineConfig) -> list[Check]:
     checks += _checks("env.", c.env, c.env.rules()) + _checks("network.", c.network, c.network.rules())
     checks += _checks("learner.", c.learner.options, c.learner.options.rules())
     checks += _checks("replay.", c.replay, c.replay.rules())
+    checks += _checks("dataset.", c.dataset, c.dataset.rules())
     kinds = [op.kind for op in c.operators]
     for i, op in enumerate(c.operators):
         checks += _checks(f"{operator_key(kinds, i)}.", op.options, op.options.rules())

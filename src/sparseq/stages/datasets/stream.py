@@ -149,30 +149,14 @@ def episode_positions(is_reset_step: np.ndarray, stack_num: int) -> np.ndarray:
     return np.minimum(t - last_start, stack_num - 1).astype(np.uint8)
 
 
-def padded_stream(stream: Stream, n_step: int) -> Stream:
-    """`stream` with n_step more auto-reset entries at its end, so that every
-    transition's n-step window is written (the replay never samples the last n
-    starts)."""
-
-    def pad(x: np.ndarray, value: Any) -> np.ndarray:
-        return np.concatenate([x, np.full((n_step, *x.shape[1:]), value, x.dtype)])
-
-    return Stream(
-        obs=np.concatenate([stream.obs, np.repeat(stream.obs[-1:], n_step, axis=0)]),
-        action=pad(stream.action, 0),
-        reward=pad(stream.reward, 0),
-        terminated=pad(stream.terminated, False),
-        truncated=pad(stream.truncated, False),
-        is_reset_step=pad(stream.is_reset_step, True),
-    )
-
-
-def replay_state_from_stream(replay: UniformReplay, stream: Stream) -> ReplayState | FrameDedupState:
-    """The state of a one-stream `replay` holding exactly `stream` (its capacity must
-    be at least the stream's length; no wrap-around). Built directly, not by T adds."""
+def replay_state_from_stream(replay: UniformReplay, stream: Stream, after: int = 0) -> ReplayState | FrameDedupState:
+    """The state of a one-stream `replay` holding exactly `stream`, built directly (not
+    by T adds; no wrap-around). `after` more auto-reset slots count as written (pass
+    n_step): the replay never samples its last n starts, so every transition's n-step
+    window then lies in the written part."""
     length = len(stream.reward)
-    if replay.num_envs != 1 or replay.slots < length:
-        needs = f"a dataset replay needs num_envs 1 and >= {length} slots"
+    if replay.num_envs != 1 or replay.slots < length + after:
+        needs = f"a dataset replay needs num_envs 1 and >= {length + after} slots"
         raise ValueError(f"{needs}, got {replay.num_envs} and {replay.slots}")
     slots = replay.slots
 
@@ -187,7 +171,7 @@ def replay_state_from_stream(replay: UniformReplay, stream: Stream) -> ReplaySta
         "terminated": slotted(stream.terminated, False),
         "truncated": slotted(stream.truncated, False),
         "is_reset_step": slotted(stream.is_reset_step, True),
-        "count": jnp.asarray(length, jnp.int32),
+        "count": jnp.asarray(length + after, jnp.int32),
     }
     if isinstance(replay, FrameDedupReplay):
         frames = slotted(stream.obs, 0, replay.frame_slots)

@@ -66,3 +66,17 @@ def online_and_source_heads(num_heads: int) -> tuple[slice, slice]:
     if num_heads == 1:
         return slice(0, 1), slice(0, 1)
     return slice(1, num_heads), slice(0, num_heads - 1)
+
+
+def cql_gaps(q_values: Array, action: Array) -> Array:
+    """CQL(H)'s regulariser per head: how far the soft maximum over actions sits above
+    the dataset action's value (Kumar et al. 2020, the discrete form).
+
+    Args:
+        q_values: (B, H', A) values of the trained heads at s.
+        action: (B,) int32 dataset actions.
+    Returns:
+        (H',) batch means of logsumexp_a Q(s, a) - Q(s, a_data), each >= 0.
+    """
+    chosen = jnp.take_along_axis(q_values, action[:, None, None], axis=-1)[..., 0]
+    return jnp.mean(jax.nn.logsumexp(q_values, axis=-1) - chosen, axis=0)

@@ -27,6 +27,7 @@ from jax import Array
 
 from sparseq.stages.context import BuildContext
 from sparseq.stages.learners.losses import (
+    cql_gaps,
     double_td_targets,
     huber,
     iterated_td_losses,
@@ -72,12 +73,17 @@ class QLearnerOptions(OptimizerOptions):
     """Keep sparsity masks (dense at first) for a pruning operator to shrink."""
     diagnostics: bool = False
     """Also report per member q_mean, q_max, td_error_std and grad_norm at every update."""
+    cql_alpha: float = 0.0
+    """CQL(H) weight (offline RL): each trained head's loss adds alpha * the batch mean
+    of logsumexp_a Q(s, a) - Q(s, a_data); 0 = off. The EauDeQN authors' offline Atari
+    setting is 0.1."""
 
     def rules(self) -> list[Rule]:
         return [
             *super().rules(),
             ("double_q", not self.double_q or self.target == "network", "needs target='network'"),
             ("population", self.population >= 1, "must be >= 1"),
+            ("cql_alpha", self.cql_alpha >= 0, "must be >= 0 (0 = no CQL regulariser)"),
         ]
 
 
@@ -106,6 +112,10 @@ class QLearner(eqx.Module):
         optimizer, so a clip's global norm counts the kept weights only. Off, the
         pruned weights' steps are masked after the update (the same weights; set by
         `from_options` when max_grad_norm > 0, leaving unclipped runs bit-identical).
+    cql_alpha: CQL(H) weight: every trained head's loss adds alpha * mean over the
+        batch of logsumexp_a Q(s, a) - Q(s, a_data) ("cql_gap" (P,) reports that
+        mean, averaged over the heads). The selection operators compare these full
+        losses, the objective each member minimises.
     """
 
     make_network: Callable[[Array], QNetwork] = eqx.field(static=True)
@@ -119,6 +129,7 @@ class QLearner(eqx.Module):
     double_q: bool = eqx.field(static=True, default=False)
     diagnostics: bool = eqx.field(static=True, default=False)
     mask_gradients: bool = eqx.field(static=True, default=False)
+    cql_alpha: float = eqx.field(static=True, default=0.0)
 
     def __check_init__(self):
         if self.double_q and self.target != "network":
@@ -151,6 +162,7 @@ class QLearner(eqx.Module):
             double_q=options.double_q,
             diagnostics=options.diagnostics,
             mask_gradients=options.masked and options.max_grad_norm > 0,
+            cql_alpha=options.cql_alpha,
         )
 
     def init(self, key: Array) -> LearnerState:
@@ -201,7 +213,7 @@ class QLearner(eqx.Module):
         "loss" (P,) the mean of the trained heads' losses (what train/loss logs, so a
         K-head iS-DQN reads like DQN), "loss_sum" (P,) their sum (the loss that is
         differentiated, and what `loss_sums` accumulates for the selection operators),
-        "head_losses" (P, H'), and with `diagnostics` also "q_mean", "q_max",
+        "head_losses" (P, H'), with cql_alpha > 0 "cql_gap" (P,), and with `diagnostics` also "q_mean", "q_max",
         "td_error_std" and "grad_norm" (P,).
         """
         num_heads = state.online.num_heads
@@ -240,6 +252,10 @@ class QLearner(eqx.Module):
                 targets = td_targets(batch.reward, batch.discount, next_values)
             head_losses = iterated_td_losses(q_values[:, trained], batch.action, targets, element_loss)
             stats = self._value_stats(q_values[:, trained], batch.action, targets) if self.diagnostics else {}
+            if self.cql_alpha > 0:
+                gaps = cql_gaps(q_values[:, trained], batch.action)
+                head_losses = head_losses + self.cql_alpha * gaps
+                stats = {**stats, "cql_gap": jax.lax.stop_gradient(jnp.mean(gaps))}
             return jnp.sum(head_losses), (head_losses, stats)
 
         def member_update(network: QNetwork, opt_state: Any, masks: Any):
