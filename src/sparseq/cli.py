@@ -122,14 +122,18 @@ def _resume(run: str, args: list[str]) -> int:
 
 
 def _report(run, checkpoint_error: type[Exception]) -> int:
+    from sparseq.runs.record import RecordingError
     from sparseq.runs.runner import NonFiniteError
+    from sparseq.stages.datasets.stream import DatasetError
 
     try:
         result = run()
     except NonFiniteError as error:
         return fail(str(error)) and 1
-    except checkpoint_error as error:
-        return fail(str(error))
+    except (checkpoint_error, ConfigError, DatasetError, RecordingError) as error:
+        # A dataset is read when the run starts (and again on resume); a recording
+        # checks the replay between chunks: what was written so far stays.
+        return fail(str(error).splitlines()[0])
     except KeyboardInterrupt:
         print("\ninterrupted: results so far are in the run folder", file=sys.stderr)
         return 130
