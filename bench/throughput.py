@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -623,6 +624,48 @@ def sac_full(ctx: Context) -> None:
 
 # ---------------------------------------------------------------------------------
 # Driver
+
+
+def synthetic_lunar_dataset(folder: Path, transitions: int) -> None:
+    """A Minari dataset of LunarLander-v3's shapes (obs (8,), 4 actions) in 500-step
+    episodes of random values: gradient-step speed does not depend on the values."""
+    import numpy as np
+
+    from sparseq.stages.datasets.minari_format import MinariWriter
+    from sparseq.stages.datasets.stream import Episode
+
+    rng = np.random.default_rng(0)
+    writer = MinariWriter(folder / "data", obs_shape=(8,), num_actions=4, dataset_id="bench/lunar-v0", durable=False)
+    length, episodes = 500, []
+    for _ in range(max(transitions // length, 1)):
+        flags = np.zeros(length, bool)
+        episodes.append(
+            Episode(
+                observations=rng.standard_normal((length + 1, 8)).astype(np.float32),
+                actions=rng.integers(0, 4, length).astype(np.int32),
+                rewards=rng.standard_normal(length).astype(np.float32),
+                terminations=flags,
+                truncations=np.r_[flags[:-1], True],
+            )
+        )
+    writer.append(episodes)
+
+
+@section("offline", requires=("dqn-learner",))
+def offline(ctx: Context) -> None:
+    """Offline CQL on LunarLander-v3 from a 200k-transition dataset on disk, through
+    ChunkRunner (what `sparseq train` runs), interleaved with the online learner-only
+    timer of dqn-learner (sample + update from the online replay)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="sparseq-bench-offline-"))
+    synthetic_lunar_dataset(folder, ctx.size(200_000, 20_000))
+    pipeline = build_pipeline(load_config("offline-cql-lunarlander", ["--dataset.path", str(folder)]))
+    timer = runner_timer(pipeline, "scan", ctx.size(10_000, 1_000))
+    rates = interleaved_rates({"offline": timer, "online": ctx.timers["dqn-learner"]}, ctx.size(5, 3))
+    ctx.report("offline CQL gradient steps/s", rates["offline"], "updates/s", note="200k transitions, ChunkRunner")
+    ctx.report("online learner updates/s", rates["online"], "updates/s", note="dqn-learner, same rounds")
+    ctx.report("offline / online learner", rates["offline"] / rates["online"], "x", target=">= 0.9")
 
 
 def machine_line() -> str:
