@@ -136,20 +136,11 @@ def test_offline_cql_learns_cartpole_from_a_recording(cartpole_dataset, tmp_path
     assert (folder / "returns.png").stat().st_size > 0 and (folder / "policy.eqx").exists()
 
 
-def test_offline_sigkill_and_resume_equals_straight_run(cartpole_dataset, tmp_path, monkeypatch, capsys):
+def _straight_and_killed_then_resumed(tmp_path: Path, pipeline: str, flags: list[str], monkeypatch, capsys):
+    """A straight run in a process of its own while another is SIGKILLed after its
+    first checkpoint and resumed in this process; returns (resumed, straight) folders."""
     from sparseq.cli import main
 
-    flags = [
-        f"--dataset.path={cartpole_dataset}",
-        f"--run.total-steps={2 * STEPS}",
-        f"--run.checkpoint-every={STEPS}",
-        "--run.log-every=300",
-        "--eval.every=600",
-        "--eval.episodes=2",
-        "--no-run.progress",
-        "--run.wandb.mode=disabled",
-    ]
-    pipeline = "offline-eaudecql-cartpole"
     straight = _start(tmp_path, "straight", pipeline, flags, stderr=(tmp_path / "straight.err").open("w"))
     try:
         killed = _kill_after_first_checkpoint(tmp_path, "killed", pipeline, flags)
@@ -161,6 +152,23 @@ def test_offline_sigkill_and_resume_equals_straight_run(cartpole_dataset, tmp_pa
         if straight.poll() is None:
             straight.kill()
     (reference,) = tmp_path.glob("runs/straight-*")
+    return killed, reference
+
+
+def test_offline_sigkill_and_resume_equals_straight_run(cartpole_dataset, tmp_path, monkeypatch, capsys):
+    flags = [
+        f"--dataset.path={cartpole_dataset}",
+        f"--run.total-steps={2 * STEPS}",
+        f"--run.checkpoint-every={STEPS}",
+        "--run.log-every=300",
+        "--eval.every=600",
+        "--eval.episodes=2",
+        "--no-run.progress",
+        "--run.wandb.mode=disabled",
+    ]
+    killed, reference = _straight_and_killed_then_resumed(
+        tmp_path, "offline-eaudecql-cartpole", flags, monkeypatch, capsys
+    )
     strip = lambda text: [  # noqa: E731  (evaluation pools differ after a resume: training does not)
         {k: v for k, v in json.loads(line).items() if not k.startswith("eval/")} for line in text.splitlines()
     ]
@@ -175,8 +183,6 @@ def test_offline_sigkill_and_resume_equals_straight_run(cartpole_dataset, tmp_pa
 def test_recording_sigkill_and_resume_equals_straight_run(tmp_path, monkeypatch, capsys):
     """The killed run's shards past its checkpoint are dropped on resume, and the
     dataset ends up the straight run's, shard for shard."""
-    from sparseq.cli import main
-
     flags = [
         f"--run.total-steps={2 * STEPS}",
         f"--run.checkpoint-every={STEPS}",
@@ -186,17 +192,7 @@ def test_recording_sigkill_and_resume_equals_straight_run(tmp_path, monkeypatch,
         "--no-run.progress",
         "--run.wandb.mode=disabled",
     ]
-    straight = _start(tmp_path, "straight", "dqn-cartpole", flags, stderr=(tmp_path / "straight.err").open("w"))
-    try:
-        killed = _kill_after_first_checkpoint(tmp_path, "killed", "dqn-cartpole", flags)
-        monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("SPARSEQ_HOME", str(REPO))
-        assert main(["train", "--resume", str(killed)]) == 0, capsys.readouterr().err[-2000:]
-        assert straight.wait(timeout=300) == 0, (tmp_path / "straight.err").read_text()[-2000:]
-    finally:
-        if straight.poll() is None:
-            straight.kill()
-    (reference,) = tmp_path.glob("runs/straight-*")
+    killed, reference = _straight_and_killed_then_resumed(tmp_path, "dqn-cartpole", flags, monkeypatch, capsys)
     _, a = read_minari(str(reference / "dataset"))
     _, b = read_minari(str(killed / "dataset"))
     assert len(a) == len(b) > 0
