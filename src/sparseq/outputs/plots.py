@@ -87,11 +87,7 @@ def plot_returns(
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
     axes[-1, 0].set_xlabel(x_label)
-    fig.tight_layout()
-    path = folder / "returns.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_returns_png(fig, folder)
 
 
 def _plot_series(
@@ -108,6 +104,12 @@ def _plot_series(
         axis.grid(alpha=0.3)
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel(x_label)
+    return _save_returns_png(fig, folder)
+
+
+def _save_returns_png(fig, folder: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = folder / "returns.png"
     fig.savefig(path, dpi=110)
