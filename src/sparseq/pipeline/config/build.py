@@ -184,12 +184,12 @@ def check_pipeline_matches(config: PipelineConfig, pipeline: Pipeline | OfflineP
     """ValueError (one line) when `pipeline`'s learner or operators are not the ones
     `config` names: pipeline.toml would describe another run than the one trained."""
     if isinstance(pipeline, OfflinePipeline):
-        built = build_offline_pipeline(config)
-        learner, expected = built.learner, built.operators
+        # The given pipeline's dataset spec: the dataset is not described (nor the task's pool made) again.
+        config, context = _offline_context(with_typed_stages(config, _unnamed_source), pipeline.source.spec)
     else:
         context = build_context(config, pipeline.collector)
-        learner = make_learner(config, context)
-        expected = make_operators(config, dataclasses.replace(context, learner=learner))
+    learner = make_learner(config, context)
+    expected = make_operators(config, dataclasses.replace(context, learner=learner))
     names = lambda stages: [type(s).__name__ for s in stages]  # noqa: E731
     hint = "name your stages in config.learner / config.operators (Stage('module:Class', options))"
     if type(pipeline.learner) is not type(learner):
@@ -235,14 +235,10 @@ def _check_dataset_fits_task(config: PipelineConfig, spec: DatasetSpec, source_o
             raise ConfigError(source_of("dataset.path"), reason, "dataset.path", config.dataset.path)
 
 
-def build_offline_pipeline(config: PipelineConfig, source_of: SourceOf = _unnamed_source) -> OfflinePipeline:
-    """The OfflinePipeline of `config` (dataset.path set): the dataset source in the
-    collector's place, the same learner and operators. The learner's warm-up and
-    update period are environment-step knobs: offline every step is a gradient step."""
-    config = with_typed_stages(config, source_of)
-    source = _dataset_source(config, source_of)
-    spec = source.spec
-    _check_dataset_fits_task(config, spec, source_of)
+def _offline_context(config: PipelineConfig, spec: DatasetSpec) -> tuple[PipelineConfig, BuildContext]:
+    """The config its stages are built from offline (the learner's warm-up and update
+    period are environment-step knobs: offline every step is a gradient step) and the
+    build context of the dataset's shapes."""
     options = dataclasses.replace(config.learner.options, warmup=0, update_every=1)
     config = dataclasses.replace(config, learner=dataclasses.replace(config.learner, options=options))
     context = shapes_context(
@@ -254,6 +250,17 @@ def build_offline_pipeline(config: PipelineConfig, source_of: SourceOf = _unname
         action_low=tuple(spec.action_low),
         action_high=tuple(spec.action_high),
     )
+    return config, context
+
+
+def build_offline_pipeline(config: PipelineConfig, source_of: SourceOf = _unnamed_source) -> OfflinePipeline:
+    """The OfflinePipeline of `config` (dataset.path set): the dataset source in the
+    collector's place, the same learner and operators."""
+    config = with_typed_stages(config, source_of)
+    source = _dataset_source(config, source_of)
+    spec = source.spec
+    _check_dataset_fits_task(config, spec, source_of)
+    config, context = _offline_context(config, spec)
     learner = make_learner(config, context, source_of)
     operators = make_operators(config, dataclasses.replace(context, learner=learner), source_of)
     check_needs(config, learner, operators, source_of)
