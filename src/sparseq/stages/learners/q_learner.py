@@ -9,6 +9,11 @@ One class covers the discrete-action methods:
   same network; the `SharedTargetShift` operator moves the window.
 - EauDeDQN: P = K masked networks against ONE shared target network, computed once per
   batch; the `PruneSelect` operator picks the winner.
+- Sparse iS-DQN: P = K masked networks with H = K' + 1 heads each, `target="selected_head"`:
+  every member's head 1 regresses on member 0's head 0 at s' (member 0 is the network the
+  last selection picked; its torso is current, so no separate network is stored), deeper
+  heads iterate within each member, and the selection compares the head-1 losses, all
+  measured against the same bootstrap values. `PruneSelect` then `SharedTargetShift`.
 
 Knobs on top of any of them: Double DQN (`double_q`, with a target network), the
 optimizer, its learning-rate schedule and gradient clipping (sparseq.stages.learners.
@@ -45,7 +50,7 @@ from sparseq.stages.options import Rule
 from sparseq.stages.sparsity import apply_masks, mask_optimizer_state
 from sparseq.types import Batch
 
-TargetKind = Literal["network", "online"]
+TargetKind = Literal["network", "online", "selected_head"]
 
 
 # The Q-learner's state is one value sub-state (the operators act on it directly).
@@ -56,7 +61,11 @@ LearnerState = ValueState
 class QLearnerOptions(OptimizerOptions):
     target: TargetKind = "network"
     """network: a separate target network (DQN; an operator must update it, e.g.
-    target_sync); online: current parameters under stop-gradient (TF-DQN, iS-QL)."""
+    target_sync); online: current parameters under stop-gradient (TF-DQN, iS-QL);
+    selected_head: sparse iS-QL, every member's head 1 regresses on member 0's head 0 at
+    s' (the selected network, current torso; needs network.iterations >= 1), deeper heads
+    on their own member's previous head, and the members' head-1 losses are what a
+    prune_select operator compares."""
     double_q: bool = False
     """Double DQN: the bootstrap action at s' is the argmax of the online network (each
     member's own; the source head's index with iterated heads), valued by the target
@@ -94,7 +103,10 @@ class QLearner(eqx.Module):
     population: P, number of online networks.
     masked: keep sparsity masks (dense at init) for pruning operators to shrink;
         they are re-applied to the weights and optimizer moments after every update.
-    target: "network" (separate target params) or "online" (stop-gradient online).
+    target: "network" (separate target params), "online" (stop-gradient online) or
+        "selected_head" (sparse iS-QL: member 0's head 0 at s' is every member's head-1
+        bootstrap; `loss_sums` then accumulate the head-1 losses only, the losses
+        measured against those shared values, which a selection can compare).
     loss: "l2" (squared TD error) or "huber" (delta 1).
     num_actions: A.
     online_forward: with target="online", how s' goes through the network.
@@ -147,6 +159,11 @@ class QLearner(eqx.Module):
                 f"{context.action_shape} (use learner.kind = 'sac')"
             )
         network: NetworkConfig = context.sections["network"]
+        if options.target == "selected_head" and network.num_heads < 2:
+            raise ValueError(
+                "learner.target = 'selected_head' bootstraps head 1 from the selected member's head 0: "
+                "it needs network.iterations >= 1"
+            )
         if network.batch_norm:
             raise ValueError("network.batch_norm is the SAC critic's option (learner.kind = 'sac')")
         updates = total_updates(context.total_steps, options.warmup, options.update_every)
@@ -170,6 +187,8 @@ class QLearner(eqx.Module):
         # Every member starts from the same weights, so the population is a set of
         # copies of one initial network (EauDeQN's members are pruned copies).
         online = stack_members(lambda _: self.make_network(keys[0]), keys)
+        if self.target == "selected_head" and online.num_heads < 2:
+            raise ValueError("target='selected_head' needs a network with K + 1 >= 2 heads")
         return new_value_state(online, self.optimizer, target=self.target == "network", masked=self.masked)
 
     def greedy_values(self, state: LearnerState, obs: Array, key: Array) -> Array:
@@ -214,7 +233,8 @@ class QLearner(eqx.Module):
         K-head iS-DQN reads like DQN), "loss_sum" (P,) their sum (the loss that is
         differentiated, and what `loss_sums` accumulates for the selection operators),
         "head_losses" (P, H'), with cql_alpha > 0 "cql_gap" (P,), and with `diagnostics` also "q_mean", "q_max",
-        "td_error_std" and "grad_norm" (P,).
+        "td_error_std" and "grad_norm" (P,). With target="selected_head", `loss_sums`
+        accumulate head 1's loss (the one against the shared bootstrap values) instead.
         """
         num_heads = state.online.num_heads
         trained, source = online_and_source_heads(num_heads)
@@ -222,7 +242,13 @@ class QLearner(eqx.Module):
         batch_size = batch.action.shape[0]
         shared_targets = None
         target_next_values = None
-        if self.target == "network":
+        selected_next_values = None
+        if self.target == "selected_head":
+            # Member 0 is the network the last selection picked: its head 0 at s' is
+            # every member's head-1 bootstrap (B, A).
+            selected = jax.lax.stop_gradient(select_member(state.online, 0))
+            selected_next_values = selected.batched(batch.next_obs)[:, 0]
+        elif self.target == "network":
             next_values = state.target.batched(batch.next_obs)[:, source]
             if self.double_q:
                 target_next_values = next_values  # valued at each member's own argmax
@@ -249,6 +275,8 @@ class QLearner(eqx.Module):
                 targets = double_td_targets(batch.reward, batch.discount, target_next_values, selection)
             else:
                 q_values, next_values = online_values(network)
+                if selected_next_values is not None:
+                    next_values = next_values.at[:, 0].set(selected_next_values)
                 targets = td_targets(batch.reward, batch.discount, next_values)
             head_losses = iterated_td_losses(q_values[:, trained], batch.action, targets, element_loss)
             stats = self._value_stats(q_values[:, trained], batch.action, targets) if self.diagnostics else {}
@@ -276,10 +304,12 @@ class QLearner(eqx.Module):
         online, opt_state, loss, head_losses, stats = eqx.filter_vmap(member_update)(
             state.online, state.opt_state, state.masks
         )
+        # What a selection compares: with a shared bootstrap only for head 1, its loss.
+        selection_loss = head_losses[:, 0] if self.target == "selected_head" else loss
         new_state = eqx.tree_at(
             lambda s: (s.online, s.opt_state, s.loss_sums, s.updates),
             state,
-            (online, opt_state, state.loss_sums + loss, state.updates + 1),
+            (online, opt_state, state.loss_sums + selection_loss, state.updates + 1),
         )
         metrics = {"loss": jnp.mean(head_losses, axis=-1), "loss_sum": loss, "head_losses": head_losses}
         return new_state, {**metrics, **stats}

@@ -18,6 +18,12 @@ pruned any more: all K networks restart as copies of the winner.
 
 Acting uses network 0, i.e. the network currently selected as target, as it goes on
 learning (the learner's `acting_member` is set to 0 at every selection).
+
+Over iS networks (sparse iS-QL, the learner's target = "selected_head") there is no
+target network: member 0's head 0 is the shared target, and the learner's loss sums are
+the head-1 losses against it, so step 1 compares like with like; step 2 has nothing to
+copy (network 0 IS the winner), and a `shared_target_shift` listed after this operator
+then moves every member's heads, making the winner's trained head 1 the new target.
 """
 
 from dataclasses import dataclass
@@ -106,6 +112,8 @@ class PruneSelect(ValueOperator):
     horizon_step: environment steps after which sparsity is frozen.
     optimizer: the learner's optimizer (needed for "reset").
     copies_target: the target becomes the winner (else another operator updates it).
+    member_target: the learner bootstraps from member 0's head 0 (sparse iS-QL,
+        learner target = "selected_head") instead of a target network.
 
     Metrics (every iteration, values as of the last target update):
     "target_updated" () bool, "population/selected" () int32,
@@ -131,6 +139,7 @@ class PruneSelect(ValueOperator):
     optimizer_state: Literal["copy", "reset"] = eqx.field(static=True, default="copy")
     horizon_step: int = eqx.field(static=True, default=2**31 - 1)
     copies_target: bool = eqx.field(static=True, default=True)
+    member_target: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if self.num_networks < 2:
@@ -160,18 +169,22 @@ class PruneSelect(ValueOperator):
             optimizer_state=options.optimizer_state,
             horizon_step=round(options.horizon * context.total_steps),
             copies_target=options.target == "copy",
+            member_target=getattr(learner, "target", None) == "selected_head",
             on=options.on,
         )
 
     def init_value(self, learner_state: ValueState) -> PruneSelectState:
         if learner_state.masks is None:
             raise ValueError("the pruning selection needs a masked learner (learner.masked = true)")
-        if learner_state.target is None:
+        if learner_state.target is None and not self.member_target:
             # Over self-bootstrapping networks (iS-QL, TF-DQN) each loss is measured
             # against the network's own heads, so the losses are not comparable: a
             # heavily pruned network fits its own shrunken targets best and wins (tried:
-            # CartPole collapsed to 98.8% sparsity). Sparse iS-QL needs a shared target.
-            raise ValueError("the pruning selection needs a learner with target = 'network' (one shared target)")
+            # CartPole collapsed to 98.8% sparsity). Sparse iS-QL shares member 0's head 0.
+            raise ValueError(
+                "the pruning selection needs one shared target: learner.target = 'network', or 'selected_head' "
+                "for iS networks (sparse iS-QL)"
+            )
         size = population_size(learner_state.online)
         if size != self.num_networks:
             raise ValueError(
@@ -202,7 +215,7 @@ class PruneSelect(ValueOperator):
         else:
             winner_opt = select_member(ls.opt_state, winner_index)
             opt_state = jax.vmap(lambda m: mask_optimizer_state(winner_opt, m))(masks)
-        target = winner if self.copies_target else ls.target
+        target = winner if self.copies_target and ls.target is not None else ls.target
         ls = eqx.tree_at(
             lambda s: (s.online, s.target, s.opt_state, s.masks, s.loss_sums, s.acting_member),
             ls,
