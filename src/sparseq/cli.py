@@ -26,6 +26,7 @@ commands:
   report RUN_OR_DIR ... [--out DIR]            IQM tables and plots over run folders
   export RUN [--out PATH]                      write the final policy in sparse form
   evaluate RUN_OR_EXPORT [--episodes N]        episodes of a final/exported policy [--video: an MP4]
+  analyze RUN [--states N]                     srank, dormant neurons, churn, sparsity over its checkpoints
 
 `sparseq train PIPELINE --help` shows every key of the pipeline with its value."""
 
@@ -224,6 +225,7 @@ COMMANDS = {
     "report": _lazy_command("sparseq.outputs.report"),
     "export": _lazy_command("sparseq.outputs.export"),
     "evaluate": _lazy_command("sparseq.outputs.evaluate"),
+    "analyze": _lazy_command("sparseq.outputs.analyze"),
 }
 
 

@@ -33,6 +33,7 @@ from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches
 from sparseq.pipeline.config.dump import to_dict, to_toml
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.validate import validate
+from sparseq.runs.analysis import make_analyzer
 from sparseq.runs.boundary import cross_boundary, pool_seed, replay_actions
 from sparseq.runs.checkpoint import Checkpointer, write_json
 from sparseq.runs.log import MetricsLog, WandbLog
@@ -385,6 +386,8 @@ class Trainer:
         self.evaluator = make_evaluator(config, self.pipeline, self.kind)
         # run.record_dataset: the collected transitions, to folder/dataset/ between chunks.
         self.recorder = DatasetRecorder(folder, self.pipeline, to_dict(config)) if config.run.record_dataset else None
+        # [analysis]: network analyses at log points, on the host between chunks.
+        self.analyzer = make_analyzer(config, self.pipeline, self.steps_per_cycle)
 
     # -- chunk planning -------------------------------------------------------
     def _chunk_end(self) -> int:
@@ -396,6 +399,8 @@ class Trainer:
             ends.append((cycle // self.cycles_per_checkpoint + 1) * self.cycles_per_checkpoint)
         if cycle < self.first_learning_cycle:
             ends.append(self.first_learning_cycle)
+        if self.analyzer is not None:
+            ends.extend(self.analyzer.chunk_ends(cycle))
         return min(ends)
 
     def _checkpoint_due(self) -> bool:
@@ -431,8 +436,11 @@ class Trainer:
             self.recorder.flush(state.replay)  # the episodes the boundary ended
         self.boundary_actions = []
         self.runner = self._new_runner()
-        self.checkpointer.save(self.cycle * self.steps_per_cycle, state, self._meta(log))
+        self.checkpointer.save(self.cycle * self.steps_per_cycle, state, self._meta(log), self._analysis_extra())
         return state
+
+    def _analysis_extra(self) -> dict[str, np.ndarray]:
+        return self.analyzer.extra() if self.analyzer is not None else {}
 
     def _save_stopped(self, state: TrainState, log: MetricsLog) -> None:
         """Saves where a signal stopped the run, with no boundary (see boundary.py):
@@ -444,6 +452,7 @@ class Trainer:
             extra.update({PENDING + k: np.concatenate([m[k] for m in self.pending]) for k in self.pending[0]})
         if self.boundary_actions:
             extra["actions"] = np.concatenate(self.boundary_actions)
+        extra.update(self._analysis_extra())
         self.checkpointer.save(steps, state, {**self._meta(log), "stopped": True}, extra)
 
     def restore_stopped(self, state: TrainState, fresh: Any, extra: dict[str, np.ndarray]) -> TrainState:
@@ -472,6 +481,8 @@ class Trainer:
         self.runner = self._new_runner()
         if self.evaluator is not None:
             self.evaluator.skip_to(self.cycle * self.steps_per_cycle)
+        if self.analyzer is not None:
+            self.analyzer.skip_to(self.cycle * self.steps_per_cycle)
         started = time.perf_counter()
         progress = Progress(
             self.total_cycles * self.steps_per_cycle,
@@ -498,6 +509,8 @@ class Trainer:
                         self.boundary_actions.append(actions)
                     self.pending.append(metrics)
                     self.cycle += done
+                    if self.analyzer is not None:
+                        self.analyzer.after_chunk(self.cycle, state)
                     progress.update(done * self.steps_per_cycle, postfix)
                     finished = self.cycle == self.total_cycles
                     at_log_point = self.cycle % self.cycles_per_log == 0 or finished
@@ -575,6 +588,8 @@ class Trainer:
                 if video is not None:
                     record["eval/video_return"] = float(np.mean(video.episode_returns))
                     wandb_log.log_video("eval/video", video)
+        if self.analyzer is not None and state is not None and self.analyzer.due(steps):
+            record.update(self.analyzer.run(state, steps))
         timing = {self.step_unit: steps, "time": time.perf_counter() - started, "steps_per_second": steps_per_second}
         log.write(record, timing)
         log.write_episodes(episodes)
@@ -630,13 +645,19 @@ def _finish(trainer: Trainer, state: TrainState, status: str, log: MetricsLog, w
     title = f"{config.algorithm} on {config.env.task_id} (seed {config.run.seed})"
     x_label = "gradient steps" if trainer.step_unit == "gradient_steps" else "environment steps"
     plot = plot_returns(trainer.folder, title, extra=metric_series(trainer.folder), x_label=x_label)
+    analysis_plot = None
+    if trainer.analyzer is not None:
+        from sparseq.outputs.analysis_plots import plot_analysis, read_analysis_records
+
+        records = read_analysis_records(trainer.folder / "metrics.jsonl")
+        analysis_plot = plot_analysis(records, trainer.folder / "analysis.png", title, trainer.step_unit, x_label)
     summary = trainer.summary(state, status)
     write_json(trainer.folder / "summary.json", summary)
     from sparseq.outputs.export import save_run_policy  # policy.eqx: what `sparseq export/evaluate` read
 
     # The acting Q-network of a Q-learner, the actor of SAC; nothing for other learners.
     save_run_policy(trainer.folder, trainer.pipeline, state.learner)
-    wandb_log.log_images({"plots/returns": plot})
+    wandb_log.log_images({"plots/returns": plot, **({"plots/analysis": analysis_plot} if analysis_plot else {})})
     wandb_log.finish(summary)
     log.close()
     trainer.checkpointer.close()
@@ -716,6 +737,8 @@ def resume(
     trainer = Trainer(config, folder, pipeline, checkpoints)
     template = pipeline.init(jax.random.key(config.run.seed))
     state, extra = trainer.checkpointer.restore(step, template, meta)
+    if trainer.analyzer is not None:
+        trainer.analyzer.restore(extra)
     if meta.get("stopped"):
         state = trainer.restore_stopped(state, getattr(template, "collector", None), extra)
     trainer.cycle = int(meta["cycle"])

@@ -143,6 +143,7 @@ def check_needs(config: PipelineConfig, learner: Any, operators: tuple, source_o
             jax.eval_shape(op.init, state)
         except ValueError as error:
             raise ConfigError(source_of(key), _line(error), key, config.operators[i].kind) from None
+    _check_analysis(config, state, operators, source_of)
     if not has_value_state(state):
         return
     values = value_state_of(state)
@@ -167,6 +168,29 @@ def check_needs(config: PipelineConfig, learner: Any, operators: tuple, source_o
         raise ConfigError(
             source_of("exploration.member_start"), reason, "exploration.member_start", config.exploration.member_start
         )
+
+
+def _check_analysis(config: PipelineConfig, state: Any, operators: tuple, source_of: SourceOf) -> None:
+    """[analysis] needs a Q-network with hidden layers, and churn needs a period."""
+    from sparseq.analysis.features import check_analysable
+    from sparseq.analysis.options import churn_period
+
+    options = config.analysis
+    if options.every <= 0:
+        return
+    try:
+        check_analysable(value_state_of(state).online if has_value_state(state) else state)
+    except ValueError as error:
+        raise ConfigError(source_of("analysis.every"), _line(error), "analysis.every", options.every) from None
+    if "churn" not in options.metrics:
+        return
+    period = churn_period(options, operators)
+    if period <= 0:
+        reason = "the pipeline has no target period (target_sync, prune_select or shared_target_shift): set one"
+        raise ConfigError(source_of("analysis.churn_period"), reason, "analysis.churn_period", options.churn_period)
+    if period >= options.every:
+        reason = f"the churn period ({period} steps) must be below analysis.every ({options.every})"
+        raise ConfigError(source_of("analysis.every"), reason, "analysis.every", options.every)
 
 
 def _is_plain(value: Any) -> bool:

@@ -11,6 +11,7 @@ settings.
 from dataclasses import dataclass
 from typing import Literal
 
+from sparseq.analysis.options import AnalysisConfig
 from sparseq.pipeline.stage import Stage
 from sparseq.stages.collect.options import AtariConfig, EnvConfig
 from sparseq.stages.datasets.options import DatasetConfig
@@ -20,6 +21,7 @@ from sparseq.stages.operators.target_sync import TargetSyncOptions
 from sparseq.stages.replay.options import ReplayConfig
 
 __all__ = [
+    "AnalysisConfig",
     "AtariConfig",
     "DatasetConfig",
     "EnvConfig",
@@ -142,6 +144,9 @@ class PipelineConfig:
     then count gradient steps."""
     exploration: ExplorationConfig = ExplorationConfig()
     eval: EvalConfig = EvalConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    """Network analyses (srank, dormant neurons, churn, sparsity, weight norms) of the
+    acting network every `analysis.every` steps."""
     operators: tuple[Stage, ...] = (Stage("target_sync", TargetSyncOptions()),)
     """Applied in this order after the gradient steps of every update cycle."""
 

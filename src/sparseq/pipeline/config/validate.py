@@ -82,7 +82,18 @@ def _run_rules(c: PipelineConfig) -> list[Rule]:
 
 def _cross_rules(c: PipelineConfig) -> list[Rule]:
     n, u, n_step = c.env.num_envs, c.learner.options.update_every, c.learner.options.n_step
+    every, churn_period = c.analysis.every, c.analysis.churn_period
     return [
+        (
+            "analysis.every",
+            every == 0 or every % c.run.log_every == 0,
+            f"must be a multiple of run.log_every ({c.run.log_every}): analyses ride on log points",
+        ),
+        (
+            "analysis.churn_period",
+            every == 0 or churn_period < every,
+            f"must be below analysis.every ({every}): churn is read over the period before each analysis",
+        ),
         ("learner.update_every", n % u == 0 or u % n == 0, f"must divide env.num_envs ({n}) or be a multiple of it"),
         (
             "replay.capacity",
@@ -99,6 +110,7 @@ def _all_checks(c: PipelineConfig) -> list[Check]:
     checks += _checks("learner.", c.learner.options, c.learner.options.rules())
     checks += _checks("replay.", c.replay, c.replay.rules())
     checks += _checks("dataset.", c.dataset, c.dataset.rules())
+    checks += _checks("analysis.", c.analysis, c.analysis.rules())
     kinds = [op.kind for op in c.operators]
     for i, op in enumerate(c.operators):
         checks += _checks(f"{operator_key(kinds, i)}.", op.options, op.options.rules())

@@ -111,11 +111,17 @@ class ImpalaTorso(eqx.Module):
 
     def __call__(self, obs: Array) -> Array:
         """obs: (C, H, W) uint8 frames -> (dense_units,) features."""
+        return list(self.hidden_activations(obs).values())[-1]
+
+    def hidden_activations(self, obs: Array) -> dict[str, Array]:
+        """obs: (C, H, W) -> post-ReLU values of the residual stacks' output "stacks"
+        (C, H', W') and of "dense" (dense_units,), the features (network analyses)."""
         x = obs.astype(jnp.float32) / 255.0
         for stack in self.stacks:
             x = stack(x)
         x = jax.nn.relu(channel_norm(self.final_norm, x))
+        conv_features = x
         x = self.dense(jnp.ravel(x))
         if self.dense_norm is not None:
             x = self.dense_norm(x)
-        return jax.nn.relu(x)
+        return {"stacks": conv_features, "dense": jax.nn.relu(x)}

@@ -32,10 +32,18 @@ class MLPTorso(eqx.Module):
 
     def __call__(self, obs: Array) -> Array:
         """obs: (*obs_shape) -> (F,) features."""
+        activations = self.hidden_activations(obs)
+        return list(activations.values())[-1] if activations else jnp.ravel(obs).astype(jnp.float32)
+
+    def hidden_activations(self, obs: Array) -> dict[str, Array]:
+        """obs: (*obs_shape) -> {"layers.i": (units,)} post-ReLU values of every hidden
+        layer, the last being the features (network analyses; empty with no hidden layer)."""
         x = jnp.ravel(obs).astype(jnp.float32)
-        for layer, norm in zip(self.layers, self.norms):
+        activations = []
+        for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
             x = layer(x)
             if norm is not None:
                 x = norm(x)
             x = jax.nn.relu(x)
-        return x
+            activations.append((f"layers.{i}", x))
+        return dict(activations)

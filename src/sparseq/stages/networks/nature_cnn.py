@@ -56,13 +56,21 @@ class NatureCNNTorso(eqx.Module):
 
     def __call__(self, obs: Array) -> Array:
         """obs: (C, H, W) uint8 frames -> (dense_units,) features."""
+        return list(self.hidden_activations(obs).values())[-1]
+
+    def hidden_activations(self, obs: Array) -> dict[str, Array]:
+        """obs: (C, H, W) -> post-ReLU values of each layer: "convs.i" (C_i, H_i, W_i)
+        and "dense" (dense_units,), the features (network analyses)."""
         x = obs.astype(jnp.float32) / 255.0
-        for conv, norm in zip(self.convs, self.conv_norms):
+        activations = []
+        for i, (conv, norm) in enumerate(zip(self.convs, self.conv_norms)):
             x = conv(x)
             if norm is not None:
                 x = jax.vmap(jax.vmap(norm, in_axes=1, out_axes=1), in_axes=2, out_axes=2)(x)
             x = jax.nn.relu(x)
+            activations.append((f"convs.{i}", x))
         x = self.dense(jnp.ravel(x))
         if self.dense_norm is not None:
             x = self.dense_norm(x)
-        return jax.nn.relu(x)
+        activations.append(("dense", jax.nn.relu(x)))
+        return dict(activations)
