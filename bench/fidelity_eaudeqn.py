@@ -70,7 +70,7 @@ def common_axes(algorithm: str, args: argparse.Namespace) -> list[str]:
     axes = ["--network.hidden", *map(str, args.hidden)] if args.hidden else []
     if args.criterion and algorithm in SELECTING:
         axes += ["--operators.prune-select.criterion", args.criterion]
-    return axes
+    return axes + list(args.overrides)
 
 
 def variants_for(algorithm: str, args: argparse.Namespace) -> list[Variant]:
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, nargs="+", help="MLP widths for every algorithm (default: 100 100)")
     parser.add_argument(
         "--criterion", choices=("layer", "global"), help="the selection's pruning criterion (default: the pipeline's)"
+    )
+    parser.add_argument(
+        "--overrides", nargs=argparse.REMAINDER, default=[], help="further `sparseq train` flags for every run (last)"
     )
     parser.add_argument("--grid", action="store_true", help="rho x optimizer-state cells for the selecting algorithms")
     parser.add_argument("--rhos", type=float, nargs="+", default=[0.01, 0.05, 0.2], help="max prune fractions (--grid)")

@@ -72,9 +72,15 @@ def _kill_after_first_checkpoint(cwd: Path, name: str, pipeline: str, flags: lis
 MEMBER_EXPLORATION = ["--exploration.member-start=1.0", "--exploration.member-decay-steps=2000"]
 
 
+# Sparse iS-DQN covers the iterated heads, the population and its selections at once;
+# the network analyses' churn probe (drawn at step 1,100 for the analysis at 1,500) rides
+# in the checkpoint at 1,200 that the killed run resumes from.
+ANALYSIS = ["--analysis.every=1500", "--analysis.churn-period=400", "--analysis.states=64"]
+
+
 @pytest.mark.parametrize(
     ("pipeline", "extra"),
-    [("dqn-cartpole", []), ("isdqn-cartpole", []), ("eaudedqn-cartpole", MEMBER_EXPLORATION)],
+    [("dqn-cartpole", []), ("eaudeisdqn-cartpole", [*MEMBER_EXPLORATION, *ANALYSIS])],
 )
 def test_sigkill_and_resume_equals_straight_run(tmp_path, pipeline, extra):
     if not (Path(__file__).parents[1] / "pipelines" / f"{pipeline}.toml").exists():
@@ -90,6 +96,7 @@ def test_sigkill_and_resume_equals_straight_run(tmp_path, pipeline, extra):
         assert (killed / name).read_text() == (reference / name).read_text(), name
     assert len((reference / "metrics.jsonl").read_text().splitlines()) == 2 * STEPS // 300
     assert ("train/member_epsilon" in (reference / "metrics.jsonl").read_text()) == bool(extra)
+    assert ('"analysis/churn_steps": 400' in (reference / "metrics.jsonl").read_text()) == bool(extra)
     a = _final_arrays(next(tmp_path.glob("checkpoints/straight-*")))
     b = _final_arrays(next(tmp_path.glob("checkpoints/killed-*")))
     assert a.keys() == b.keys()
