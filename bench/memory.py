@@ -112,6 +112,42 @@ def parameters() -> list[Row]:
     return rows
 
 
+@section("population")
+def population_parameters() -> list[Row]:
+    """Stored parameters (online members + target) and Adam state of EauDeDQN against sparse
+    iS-DQN at the same width: MLP 100-100 on CartPole (K = 4), 256-256 on LunarLander
+    (K = 4), and the Nature CNN on Atari (K = 5, A = 18). Target: sparse iS-DQN below."""
+    cases = [
+        ("CartPole 100-100", "cartpole", (4,), 2, []),
+        ("LunarLander 256-256", "lunarlander", (8,), 4, ["--network.hidden", "256", "256"]),
+        ("Atari Nature CNN", "atari", ATARI_OBS, FULL_ACTIONS, []),
+    ]
+    rows = []
+    for label, task, obs_shape, actions, overrides in cases:
+        reference = 0
+        for algorithm in ("eaudedqn", "eaudeisdqn"):
+            config = load_pipeline(f"{algorithm}-{task}", overrides)[0]
+            state = learner_shapes(config, obs_shape, actions)
+            params = count(state.online) + count(state.target)
+            optimizer = count(state.opt_state)
+            reference = reference or params + optimizer
+            heads = config.network.num_heads
+            rows.append(
+                Row(
+                    "population",
+                    f"{label}: {algorithm}",
+                    {
+                        "parameters": params,
+                        "Adam state": optimizer,
+                        "(params + Adam) / EauDeDQN": (params + optimizer) / reference,
+                    },
+                    note=f"K = {config.learner.options.population}, "
+                    + ("+ target network" if state.target is not None else f"{heads} heads each, no target"),
+                )
+            )
+    return rows
+
+
 SAC_OBS, SAC_ACTIONS = (17,), 6  # HalfCheetah-v5
 
 

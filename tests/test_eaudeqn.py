@@ -365,3 +365,31 @@ def test_member_exploration_schedule_reaches_the_collector_only_when_enabled(mak
     assert "member_epsilon" not in plain.collect(plain.init(jax.random.key(0)))[1]
     with pytest.raises(ConfigError, match=r"exploration\.member_start"):
         load_pipeline("eaudedqn-cartpole", ["--exploration.member-start", "1.5"])
+
+
+def test_random_prune_amounts_are_in_range_and_follow_the_loss_sums():
+    from sparseq.stages.operators.prune_select import random_prune_fractions
+
+    draw = jax.jit(lambda losses: random_prune_fractions(5, 0.2, losses))
+    a = np.asarray(draw(jnp.array([1.0, 2.0, 3.0, 4.0, 5.0])))
+    assert a[0] == 0 and np.all((a[1:] >= 0) & (a[1:] < 0.2)) and len(set(a[1:].tolist())) == 4
+    np.testing.assert_array_equal(a, draw(jnp.array([1.0, 2.0, 3.0, 4.0, 5.0])))  # deterministic
+    assert not np.array_equal(a, draw(jnp.array([1.0, 2.0, 3.0, 4.0, 5.5])))  # another period, another draw
+    state = with_loss_sums(distinct_sparse_state(4, [0.0, 0.0, 0.0, 0.0]), [3.0, 1.0, 2.0, 4.0])
+    op = operator(prune_amounts="random", max_prune_fraction=0.5)
+    op_state, _, _ = jitted(op)(op.init(state), state, jnp.asarray(9), jnp.asarray(10))
+    sparsity = np.asarray(op_state.member_sparsity)
+    assert sparsity[0] == pytest.approx(float(sparsity_stats(select_member(state.masks, 1))["overall"]))
+    assert np.all(sparsity[1:] < 0.5 + 1e-3)
+
+
+def test_paper_preset_has_the_released_values():
+    config, _, _ = load_pipeline("eaudeqn-paper")
+    select = config.operator("prune_select").options
+    assert (select.num_networks, select.max_prune_fraction, select.optimizer_state, select.period) == (
+        5,
+        0.01,
+        "reset",
+        8_000,
+    )
+    assert config.learner.options.population == 5 and config.network.kind == "nature_cnn"

@@ -67,6 +67,17 @@ def prune_fractions(num_networks: int, max_fraction: float) -> Array:
     return jnp.arange(num_networks, dtype=jnp.float32) * (max_fraction / (num_networks - 1))
 
 
+def random_prune_fractions(num_networks: int, max_fraction: float, losses: Array) -> Array:
+    """(K,): network 0 prunes nothing, networks 1..K-1 each a fraction drawn uniformly
+    from [0, rho). The draw's key is derived from the period's loss sums `losses` (K,):
+    different at every selection and for every seed, and exact on resume."""
+    key = jax.random.key(0x5E1EC7)
+    for bits in jax.lax.bitcast_convert_type(losses.astype(jnp.float32), jnp.uint32):
+        key = jax.random.fold_in(key, bits)
+    draws = jax.random.uniform(key, (num_networks - 1,), maxval=max_fraction)
+    return jnp.concatenate([jnp.zeros((1,), jnp.float32), draws])
+
+
 @dataclass(frozen=True)
 class PruneSelectOptions(ValueOperatorOptions):
     """EauDeQN: at every target update (every `period` steps) the network of the
@@ -81,6 +92,11 @@ class PruneSelectOptions(ValueOperatorOptions):
     max_prune_fraction: float = 0.2
     """rho in (0, 1): network k = 0..K-1 prunes k * rho / (K - 1) of the winner's
     remaining weights at every target update."""
+    prune_amounts: Literal["spaced", "random"] = "spaced"
+    """spaced: network k prunes k * rho / (K - 1); random: networks 1..K-1 each draw a
+    fraction uniformly from [0, rho) at every selection. "random" is OUR READING of the
+    undocumented `max_noise` of the authors' released configuration (random per-member
+    pruning amounts), not a documented fact; its value 3.0 has no role in it."""
     criterion: Literal["layer", "global"] = "layer"
     """Magnitude pruning per layer (each layer loses the same fraction) or global."""
     optimizer_state: Literal["copy", "reset"] = "copy"
@@ -112,6 +128,9 @@ class PruneSelect(ValueOperator):
     horizon_step: environment steps after which sparsity is frozen.
     optimizer: the learner's optimizer (needed for "reset").
     copies_target: the target becomes the winner (else another operator updates it).
+    prune_amounts: "spaced" (network k prunes k * rho / (K - 1)) or "random" (networks
+        1..K-1 draw their fractions from [0, rho) at each selection; a reading of the
+        authors' undocumented `max_noise`).
     member_target: the learner bootstraps from member 0's head 0 (sparse iS-QL,
         learner target = "selected_head") instead of a target network.
 
@@ -139,6 +158,7 @@ class PruneSelect(ValueOperator):
     optimizer_state: Literal["copy", "reset"] = eqx.field(static=True, default="copy")
     horizon_step: int = eqx.field(static=True, default=2**31 - 1)
     copies_target: bool = eqx.field(static=True, default=True)
+    prune_amounts: Literal["spaced", "random"] = eqx.field(static=True, default="spaced")
     member_target: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
@@ -169,6 +189,7 @@ class PruneSelect(ValueOperator):
             optimizer_state=options.optimizer_state,
             horizon_step=round(options.horizon * context.total_steps),
             copies_target=options.target == "copy",
+            prune_amounts=options.prune_amounts,
             member_target=getattr(learner, "target", None) == "selected_head",
             on=options.on,
         )
@@ -207,7 +228,11 @@ class PruneSelect(ValueOperator):
         winner = select_member(ls.online, winner_index)
         winner_masks = select_member(ls.masks, winner_index)
         pruning = steps_after <= self.horizon_step
-        fractions = prune_fractions(self.num_networks, self.max_prune_fraction) * pruning
+        if self.prune_amounts == "random":
+            fractions = random_prune_fractions(self.num_networks, self.max_prune_fraction, losses)
+        else:
+            fractions = prune_fractions(self.num_networks, self.max_prune_fraction)
+        fractions = fractions * pruning
         masks = jax.vmap(lambda f: prune_remaining(winner, winner_masks, f, self.criterion))(fractions)
         online = eqx.filter_vmap(lambda m: apply_masks(winner, m))(masks)
         if self.optimizer_state == "reset":
