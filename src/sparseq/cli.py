@@ -225,7 +225,7 @@ COMMANDS = {
     "report": _lazy_command("sparseq.outputs.report"),
     "export": _lazy_command("sparseq.outputs.export"),
     "evaluate": _lazy_command("sparseq.outputs.evaluate"),
-    "analyze": _lazy_command("sparseq.outputs.analyze"),
+    "analyze": _lazy_command("sparseq.runs.analyze"),
 }
 
 

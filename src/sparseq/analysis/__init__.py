@@ -1,9 +1,10 @@
 """Network analyses the iS-QL and EauDeQN papers use: srank of the features, dormant
 neurons, policy churn, per-layer sparsity and weight norms.
 
-Pure functions of a network and a batch of states (this package knows nothing of the
-runner); `sparseq.runs.analysis` schedules them during training and
-`sparseq.outputs.analyze` runs them over a finished run's checkpoints.
+Pure functions of a network and a batch of states. This package may import
+sparseq.stages and sparseq.types only (it knows nothing of pipelines or the runner);
+`sparseq.runs.analysis` schedules the analyses during training and `sparseq.runs.analyze`
+runs them over a finished run's checkpoints.
 """
 
 from sparseq.analysis.dormant import dormant_fraction, dormant_scores
