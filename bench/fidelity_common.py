@@ -2,6 +2,7 @@
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def train_seed(pipeline: str, name: str, seed: int, steps: int, out_dir: Path, a
     no progress bar, W&B off; `axes` are further overrides. Returns the run folder."""
     from sparseq.pipeline.config.loader import load_pipeline
     from sparseq.runs.runner import train
+
+    # gymnasium warns about float64 Box bounds at every pool creation (the CLI silences it too).
+    warnings.filterwarnings("ignore", module="gymnasium")
 
     overrides = [
         *axes,
