@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(TASKS), default="lunarlander")
     parser.add_argument("--steps", type=int, default=0, help="environment steps per run (0: the task's default)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per algorithm")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds FIRST..FIRST+N-1 per algorithm")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (held-out checks: 5)")
     parser.add_argument(
         "--algorithms",
         default="dqn,polyprunedqn,eaudedqn",
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         label = variant.label
         scores[label], sparsity[label], last20[label], shares[label] = [], [], [], []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             started = time.perf_counter()
             folder = run_one(variant, args.task, seed, steps, out_dir)
             run = read_run(folder)
