@@ -171,7 +171,10 @@ def test_unknown_section_and_section_used_as_value(tmp_path):
         ('[replay]\nbatch_size = "big"\n', "replay.batch_size = 'big': must be an integer"),
         ("[replay]\nbatch_size = 2.5\n", "replay.batch_size = 2.5: must be an integer"),
         ("[learner]\ngamma = true\n", "learner.gamma = True: must be a number"),
-        ('[learner]\ntarget = "both"\n', "learner.target = 'both': must be one of 'network', 'online', 'selected_head'"),
+        (
+            '[learner]\ntarget = "both"\n',
+            "learner.target = 'both': must be one of 'network', 'online', 'selected_head'",
+        ),
         ("[run]\nprogress = 1\n", "run.progress = 1: must be true or false"),
         ('[network]\nhidden = ["a"]\n', "network.hidden = ['a']: must be an integer"),
     ],
