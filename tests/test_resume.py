@@ -272,12 +272,20 @@ def test_nan_loss_stops_with_step_and_stage_and_keeps_checkpoint(make_config):
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-def test_resume_errors_are_one_line(tmp_path, make_config):
-    missing = _sparseq(tmp_path, "train", "--resume", "runs/nope")
-    assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines() == ["sparseq: error: runs/nope: run folder not found"]
-    done = _sparseq(
-        tmp_path,
+def test_resume_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    from sparseq.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def cli(*args: str) -> tuple[int, str]:
+        """The CLI in-process: its own error reporting, without a start-up per case."""
+        code = main(list(args))
+        return code, capsys.readouterr().err
+
+    code, err = cli("train", "--resume", "runs/nope")
+    assert code == 2
+    assert err.strip().splitlines() == ["sparseq: error: runs/nope: run folder not found"]
+    code, err = cli(
         "train",
         "dqn-cartpole",
         "--run.name=a",
@@ -287,22 +295,22 @@ def test_resume_errors_are_one_line(tmp_path, make_config):
         "--no-run.progress",
         "--run.wandb.mode=disabled",
     )
-    assert done.returncode == 0, done.stderr[-1500:]
+    assert code == 0, err[-1500:]
     (folder,) = tmp_path.glob("runs/a-*")
-    changed = _sparseq(tmp_path, "train", "--resume", str(folder), "--learner.gamma=0.5")
-    assert changed.returncode == 2
-    assert "learner.gamma 0.99 -> 0.5" in changed.stderr and len(changed.stderr.strip().splitlines()) == 1
+    code, err = cli("train", "--resume", str(folder), "--learner.gamma=0.5")
+    assert code == 2
+    assert "learner.gamma 0.99 -> 0.5" in err and len(err.strip().splitlines()) == 1
     edited = folder / "pipeline.toml"
     edited.write_text(edited.read_text().replace("learning_rate = 0.0003", "learning_rate = 0.001"))
-    out = _sparseq(tmp_path, "train", "--resume", str(folder))
-    assert out.returncode == 2
-    assert "changed since the checkpoint" in out.stderr and "learner.learning_rate 0.0003 -> 0.001" in out.stderr
+    code, err = cli("train", "--resume", str(folder))
+    assert code == 2
+    assert "changed since the checkpoint" in err and "learner.learning_rate 0.0003 -> 0.001" in err
     (ckpt,) = tmp_path.glob("checkpoints/a-*")
     for step in ckpt.iterdir():
         for item in step.rglob("*"):
             if item.is_file():
                 item.write_bytes(b"garbage")
     edited.write_text(edited.read_text().replace("learning_rate = 0.001", "learning_rate = 0.0003"))
-    corrupt = _sparseq(tmp_path, "train", "--resume", str(folder))
-    assert corrupt.returncode == 2
-    assert "unreadable checkpoint" in corrupt.stderr and len(corrupt.stderr.strip().splitlines()) == 1
+    code, err = cli("train", "--resume", str(folder))
+    assert code == 2
+    assert "unreadable checkpoint" in err and len(err.strip().splitlines()) == 1
