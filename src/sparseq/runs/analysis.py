@@ -21,6 +21,7 @@ import numpy as np
 
 from sparseq.analysis.network import analyze_network, greedy_actions, policy_churn
 from sparseq.analysis.options import AnalysisConfig, churn_period
+from sparseq.runs.boundary import derived_seed
 from sparseq.stages.learners.population import select_member
 from sparseq.stages.learners.value_state import value_state_of
 
@@ -29,8 +30,7 @@ EXTRA = "analysis__"  # prefix of the churn probe's arrays in a checkpoint's ext
 
 
 def analysis_key(run_seed: int) -> jax.Array:
-    seed = int(np.random.SeedSequence([run_seed, ANALYSIS_SEED_TAG]).generate_state(1)[0] % (2**31 - 1))
-    return jax.random.key(seed)
+    return jax.random.key(derived_seed(run_seed, ANALYSIS_SEED_TAG))
 
 
 def acting_network(learner_state: Any) -> Any:

@@ -25,11 +25,17 @@ from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.types import Transition
 
 
+def derived_seed(run_seed: int, tag: int) -> int:
+    """A seed in [0, 2^31 - 1) of its own stream for (run seed, tag): pool boundaries,
+    evaluation pools and analyses each draw from one, away from the training keys."""
+    return int(np.random.SeedSequence([run_seed, tag]).generate_state(1)[0] % (2**31 - 1))
+
+
 def pool_seed(run_seed: int, boundary: int) -> int:
     """Seed of the environment pool after `boundary` boundaries (0: the run seed)."""
     if boundary == 0:
         return run_seed
-    return int(np.random.SeedSequence([run_seed, boundary]).generate_state(1)[0] % (2**31 - 1))
+    return derived_seed(run_seed, boundary)
 
 
 @eqx.filter_jit

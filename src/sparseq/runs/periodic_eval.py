@@ -29,6 +29,7 @@ import numpy as np
 from sparseq.pipeline.compose import Pipeline
 from sparseq.pipeline.config.build import make_collector
 from sparseq.pipeline.config.schema import PipelineConfig
+from sparseq.runs.boundary import derived_seed
 from sparseq.stages.collect.envpool_collector import CollectorState, EnvpoolCollector
 from sparseq.stages.learners.q_learner import LearnerState, QLearner
 
@@ -37,7 +38,7 @@ EVAL_SEED_TAG = 0xE7A1
 
 
 def eval_seed(run_seed: int) -> int:
-    return int(np.random.SeedSequence([run_seed, EVAL_SEED_TAG]).generate_state(1)[0] % (2**31 - 1))
+    return derived_seed(run_seed, EVAL_SEED_TAG)
 
 
 @dataclasses.dataclass
