@@ -3,10 +3,14 @@
     python bench/memory.py                    every section
     python bench/memory.py --only parameters  some sections
     python bench/memory.py --list             section names
+    python bench/memory.py --atari-checkpoint [--capacity N]
+                                              peak memory and time of saving and
+                                              restoring a 1M-transition Atari state
 
-Nothing is allocated: every learner state is built under `jax.eval_shape` from the
-pipeline files, exactly as `sparseq train` builds it, so the counts are those of a real
-run. Nothing is asserted: targets are printed next to the figures.
+The sections allocate nothing: every learner state is built under `jax.eval_shape` from
+the pipeline files, exactly as `sparseq train` builds it, so the counts are those of a
+real run. `--atari-checkpoint` is measured instead: real states in child processes.
+Nothing is asserted: targets are printed next to the figures.
 
 Adding a section (later issues do, e.g. replay bytes): write a function that returns a
 list of `Row`s and register it with `@section("name")`.
@@ -220,6 +224,146 @@ def replay() -> list[Row]:
 
 
 # ---------------------------------------------------------------------------------
+# Checkpoint memory (measured, in child processes)
+
+CHECKPOINT_TARGET_GB = 1.5  # issue 13: a save or restore peaks <= state + 1.5 GB
+
+
+def _peak_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def _checkpoint_child(mode: str, folder: str, capacity: int) -> None:
+    """One side of the measurement, in its own process: builds dqn-atari's state with a
+    `capacity` replay exactly as `sparseq train` does, then "save": fills the large
+    leaves (the replay frames) with random bytes (incompressible: the slowest, largest
+    case) and saves; "restore": restores into a fresh template, as a resume does. Prints
+    one JSON line: state bytes, peak RSS before and after, seconds, a checksum."""
+    import json
+    import time
+    from functools import partial
+    from pathlib import Path
+
+    import jax.numpy as jnp
+
+    from sparseq.pipeline.config.build import build_pipeline
+    from sparseq.runs.checkpoint import Checkpointer
+    from sparseq.runs.runner import tree_bytes
+    from sparseq.runs.sliced_arrays import is_large
+
+    config = load_pipeline("dqn-atari", ["--replay.capacity", str(capacity)])[0]
+    pipeline = build_pipeline(config)
+    state = jax.block_until_ready(pipeline.init(jax.random.key(0)))
+
+    @partial(jax.jit, donate_argnums=0)
+    def fill(array: jax.Array, key: jax.Array, start: jax.Array) -> jax.Array:
+        rows = jax.random.bits(key, (SLAB_ROWS, *array.shape[1:]), jnp.uint8).astype(array.dtype)
+        return jax.lax.dynamic_update_slice_in_dim(array, rows, start, 0)
+
+    def large_leaves(tree):
+        return [x for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array)) if is_large(x)]
+
+    @jax.jit
+    def slab_sum(array: jax.Array, start: jax.Array) -> jax.Array:
+        rows = jax.lax.dynamic_slice_in_dim(array, start, SLAB_ROWS, 0)
+        return jnp.sum(rows.astype(jnp.uint32))
+
+    def checksum(tree) -> int:
+        """A sum over the large leaves, slab by slab (a whole-array cast would not fit)."""
+        return sum(
+            int(slab_sum(x, start))
+            for x in large_leaves(tree)
+            for start in range(0, x.shape[0] - SLAB_ROWS + 1, SLAB_ROWS)
+        )
+
+    def filled(array: jax.Array) -> jax.Array:
+        for i, start in enumerate(range(0, array.shape[0] - SLAB_ROWS + 1, SLAB_ROWS)):
+            array = fill(array, jax.random.key(i), start)
+        return array
+
+    if mode == "save":
+        replay = jax.tree.map(lambda x: filled(x) if is_large(x) else x, state.replay)
+        state = eqx.tree_at(lambda s: s.replay, state, replay)
+    before = _peak_gb()
+    checkpointer = Checkpointer(Path(folder), keep=1)
+    started = time.perf_counter()
+    if mode == "save":
+        checkpointer.save(1, state, {"cycle": 1})
+    else:
+        state, _ = checkpointer.restore(1, state, checkpointer.read_meta(1))
+        jax.block_until_ready(state)
+    seconds = time.perf_counter() - started
+    checkpointer.close()
+    print(
+        json.dumps(
+            {
+                "state_GB": tree_bytes(state) / 1e9,
+                "peak_before_GB": before,
+                "peak_GB": _peak_gb(),
+                "seconds": seconds,
+                "checksum": checksum(state),
+            }
+        )
+    )
+
+
+SLAB_ROWS = 4096
+
+
+def atari_checkpoint(capacity: int) -> list[Row]:
+    """Save and restore of a dqn-atari state with a `capacity`-transition replay."""
+    import json
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sparseq-ckpt-") as folder:
+        results = {}
+        for mode in ("save", "restore"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--checkpoint-child", mode, folder, str(capacity)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+            if out.returncode != 0 or not lines:
+                raise SystemExit(f"{mode} child failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+            results[mode] = json.loads(lines[-1])
+        disk = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+    for mode, r in results.items():
+        above = r["peak_GB"] - r["state_GB"]
+        rows.append(
+            Row(
+                "checkpoint",
+                mode,
+                {
+                    "state GB": r["state_GB"],
+                    "peak before GB": r["peak_before_GB"],
+                    "peak GB": r["peak_GB"],
+                    "peak - state GB": above,
+                    "seconds": r["seconds"],
+                    "MB/s": r["state_GB"] * 1e3 / r["seconds"],
+                },
+                note=f"target peak - state <= {CHECKPOINT_TARGET_GB} GB, >= 200 MB/s",
+            )
+        )
+    same = results["save"]["checksum"] == results["restore"]["checksum"]
+    rows.append(
+        Row(
+            "checkpoint",
+            "on disk",
+            {"state GB": disk / 1e9},
+            note=f"random frames (incompressible); restored checksum {'equal' if same else 'DIFFERS'}",
+        )
+    )
+    return rows
+
+
+# ---------------------------------------------------------------------------------
 # Driver
 
 
@@ -252,7 +396,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated section names")
     parser.add_argument("--list", action="store_true", help="list the sections and exit")
+    parser.add_argument("--atari-checkpoint", action="store_true", help="measure saving and restoring a 1M Atari state")
+    parser.add_argument("--capacity", type=int, default=1_000_000, help="replay capacity for --atari-checkpoint")
+    parser.add_argument("--checkpoint-child", nargs=3, metavar=("MODE", "FOLDER", "CAPACITY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.checkpoint_child:
+        mode, folder, capacity = args.checkpoint_child
+        _checkpoint_child(mode, folder, int(capacity))
+        return 0
+    if args.atari_checkpoint:
+        print(f"[checkpoint] {atari_checkpoint.__doc__.replace('`capacity`', f'{args.capacity:,}')}")
+        print("peak: the child process's max resident set (ru_maxrss), the state built as `sparseq train` does")
+        print_rows(atari_checkpoint(args.capacity))
+        return 0
     if args.list:
         for name, fn in SECTIONS.items():
             print(f"{name:<14} {(fn.__doc__ or '').strip().splitlines()[0]}")

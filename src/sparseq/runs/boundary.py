@@ -38,18 +38,20 @@ def pool_seed(run_seed: int, boundary: int) -> int:
     return derived_seed(run_seed, boundary)
 
 
-@eqx.filter_jit
-def _cut_streams(pipeline: Pipeline, state: TrainState):
+@eqx.filter_jit(donate="all-except-first")
+def _cut_streams(pipeline: Pipeline, rs: eqx.Module, obs: jax.Array):
     """Marks the last written step of every stream as truncated (unless it already
-    ended or is an auto-reset step) and writes the final observation as an auto-reset
-    entry, so every stored transition keeps its next observation."""
-    replay, rs = pipeline.replay, state.replay
+    ended or is an auto-reset step) and writes the final observation `obs` (N, ...) as
+    an auto-reset entry, so every stored transition keeps its next observation. The
+    replay state is donated (updated in place: a copy of a multi-GB replay would
+    double the run's memory at every boundary)."""
+    replay = pipeline.replay
     last = (rs.count - 1) % replay.slots
     cut = ~rs.is_reset_step[last] & ~rs.terminated[last]
     rs = eqx.tree_at(lambda r: r.truncated, rs, rs.truncated.at[last].set(rs.truncated[last] | cut))
     n = pipeline.collector.num_envs
     final = Transition(
-        obs=state.collector.obs,
+        obs=obs,
         action=jnp.zeros((n, *replay.action_shape), replay.action_dtype),
         reward=jnp.zeros((n,), jnp.float32),
         terminated=jnp.zeros((n,), bool),
@@ -68,7 +70,10 @@ def cross_boundary(pipeline: Pipeline, state: TrainState, seed: int) -> tuple[Pi
     """
     if pipeline.collector is None:
         return pipeline, state
-    replay_state = _cut_streams(pipeline, state) if int(state.replay.count) > 0 else state.replay
+    if int(state.replay.count) > 0:
+        replay_state = _cut_streams(pipeline, state.replay, jnp.copy(state.collector.obs))
+    else:
+        replay_state = state.replay
     old = pipeline.collector
     collector = old.with_seed(seed)
     old.close()

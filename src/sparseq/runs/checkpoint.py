@@ -8,8 +8,9 @@ is never saved: a resumed run re-creates the pool (see boundary.py).
 
 orbax writes each step to a temporary folder and renames it when complete, so a save
 killed at any point never replaces the last good checkpoint. Saves are written from
-the state's own buffers and finished before training goes on (no host copy of a
-multi-GB replay).
+the state's own buffers and finished before training goes on. Large leaves (a replay's
+frames) go to the "sliced" item (sliced_arrays.py), written and restored one slab at a
+time, so a multi-GB replay is never copied whole to host memory.
 """
 
 import json
@@ -62,10 +63,13 @@ class Checkpointer:
         self.directory = directory.absolute()
         self.include_replay = include_replay
         self._ocp = ocp
+        from sparseq.runs import sliced_arrays
+
+        self._sliced = sliced_arrays
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            item_names=("state", "meta"),
+            item_names=("state", "meta", "sliced"),
         )
 
     def _where(self, step: int) -> Path:
@@ -90,14 +94,17 @@ class Checkpointer:
         extra = {name: np.asarray(value) for name, value in (extra or {}).items()}
         arrays = _flatten(_saved_part(state, self.include_replay))
         arrays.update({EXTRA_PREFIX + name: value for name, value in extra.items()})
-        meta = {**meta, "extra_shapes": _extra_shapes(extra)}
+        large = {name: value for name, value in arrays.items() if self._sliced.is_large(value)}
+        small = {name: value for name, value in arrays.items() if name not in large}
+        meta = {**meta, "extra_shapes": _extra_shapes(extra), "sliced": sorted(large)}
         if step in self.manager.all_steps():
             self.manager.delete(step)
         saved = self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(arrays),
+                state=ocp.args.StandardSave(small),
                 meta=ocp.args.JsonSave({**meta, "include_replay": self.include_replay}),
+                sliced=self._sliced.SlicedArraysSave(large),
             ),
         )
         self.manager.wait_until_finished()
@@ -120,29 +127,41 @@ class Checkpointer:
     ) -> tuple[TrainState, dict[str, np.ndarray]]:
         """Restores `step` into the structure of `template` (a freshly initialised
         state of the same pipeline, whose envpool handle is kept); returns the state
-        and the `extra` arrays saved with it."""
+        and the `extra` arrays saved with it. The template's large arrays (a replay)
+        are donated: the restore fills their buffers in place."""
         ocp = self._ocp
         include_replay = bool(meta.get("include_replay", True))
         part = _saved_part(template, include_replay)
         leaves, treedef = jax.tree.flatten(part)
-        # Shapes and dtypes only: np.empty leaves pages untouched, so a multi-GB replay
-        # costs no memory here (no host copy of the template either).
-        abstract = {name: np.empty(value.shape, value.dtype) for name, value in _flatten(part).items()}
+        flat = _flatten(part)
+        sliced = set(meta.get("sliced", []))
+        if not sliced <= set(flat):
+            raise CheckpointError(f"{self._where(step)}: checkpoint does not match the pipeline's state")
+        # Shapes and dtypes only: np.empty leaves pages untouched (no host copy).
+        abstract = {name: np.empty(value.shape, value.dtype) for name, value in flat.items() if name not in sliced}
         extra_shapes = meta.get("extra_shapes", {})
         abstract.update(
             {EXTRA_PREFIX + name: np.empty(shape, np.dtype(dtype)) for name, (shape, dtype) in extra_shapes.items()}
         )
+        items = {"state": ocp.args.StandardRestore(abstract)}
+        if sliced:
+            items["sliced"] = self._sliced.SlicedArraysRestore({name: flat[name] for name in sorted(sliced)})
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
-                "state"
-            ]
+            restored_items = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as error:
             raise CheckpointError(f"{self._where(step)}: unreadable checkpoint ({_first_line(error)})") from None
-        if set(restored) != set(abstract):
+        restored = dict(restored_items["state"])
+        if sliced:
+            restored.update(restored_items["sliced"])
+        if set(restored) != set(abstract) | sliced:
             raise CheckpointError(f"{self._where(step)}: checkpoint does not match the pipeline's state")
         new_leaves = []
         for i, old in enumerate(leaves):
-            value = np.asarray(restored[f"leaf_{i:05d}"])
+            value = restored[f"leaf_{i:05d}"]
+            if isinstance(value, jax.Array) and f"leaf_{i:05d}" in sliced:
+                new_leaves.append(value)  # already on device, in the template's buffer
+                continue
+            value = np.asarray(value)
             if _is_key(old):
                 new_leaves.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(old)))
             else:
