@@ -75,6 +75,11 @@ def _pop_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
 def train_command(args: list[str]) -> int:
     from sparseq.pipeline.config.errors import CheckpointError
     from sparseq.pipeline.config.loader import load_pipeline
+    from sparseq.runs.clock import compile_totals
+    from sparseq.runs.compile_cache import enable_compilation_cache
+
+    compile_totals()  # counts compile time from here on (timing.jsonl)
+    enable_compilation_cache()
 
     try:
         resume_run, args = _pop_option(args, "--resume")

@@ -50,6 +50,16 @@ def metric_series(folder: Path, keys: dict[str, str] = PLOTTED_METRICS) -> dict[
     return {label: (np.asarray(x), np.asarray(y)) for label, (x, y) in series.items()}
 
 
+def preload_plotting() -> None:
+    """Imports matplotlib (Agg) and its font cache ahead of the first plot: ~1 s that a
+    run pays at its end otherwise. Meant for a background thread while the loop runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.font_manager
+    import matplotlib.pyplot
+
+
 def plot_returns(
     folder: Path,
     title: str,

@@ -183,6 +183,10 @@ class Pipeline(eqx.Module):
     def learn_metric_shapes(self, state: TrainState) -> dict[str, jax.ShapeDtypeStruct]:
         return jax.eval_shape(self.learn, state)[1]
 
+    def _skip_learning(self, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
+        """A warm-up cycle's learning: none, with `learn`'s metrics as zeros."""
+        return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.learn_metric_shapes(state))
+
     def apply_operators(self, state: TrainState, steps_before: Array) -> tuple[TrainState, dict[str, Array]]:
         learner_state = state.learner
         operator_states = []
@@ -198,7 +202,9 @@ class Pipeline(eqx.Module):
         self, state: TrainState, learn: bool, unroll_collect: bool = False
     ) -> tuple[TrainState, dict[str, Array]]:
         """`update_every` environment steps, then (if `learn`) the gradient steps, then
-        the operators. `learn` is static; `step` is the traced-flag version.
+        the operators. `learn` is a Python bool (two programs, no conditional) or a
+        traced bool (one program for warm-up and learning: the gradient steps under a
+        `lax.cond`, which XLA:CPU runs ~10x slower for convolutions, fine for MLPs).
 
         `unroll_collect` writes the collection iterations out in straight-line code
         instead of a scan: XLA:CPU runs convolutions inside loops ~10x slower, so a
@@ -213,10 +219,10 @@ class Pipeline(eqx.Module):
             collected = jax.tree.map(lambda *xs: jnp.stack(xs), *series)
         else:
             state, collected = jax.lax.scan(self.collect, state, None, length=self.collects_per_cycle)
-        if learn:
-            state, learn_metrics = self.learn(state)
+        if isinstance(learn, bool):
+            state, learn_metrics = self.learn(state) if learn else self._skip_learning(state)
         else:
-            learn_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.learn_metric_shapes(state))
+            state, learn_metrics = jax.lax.cond(learn, self.learn, self._skip_learning, state)
         state, operator_metrics = self.apply_operators(state, steps_before)
         # Per-iteration series are flattened to (steps_per_cycle,) or (steps_per_cycle, ...).
         collected = {k: v.reshape(-1, *v.shape[2:]) if v.ndim >= 2 else v for k, v in collected.items()}
@@ -224,7 +230,7 @@ class Pipeline(eqx.Module):
             **collected,
             "steps": state.env_steps,
             "updated": jnp.asarray(learn),
-            "gradient_steps": jnp.asarray(self.updates_per_cycle if learn else 0, jnp.int32),
+            "gradient_steps": jnp.where(learn, self.updates_per_cycle, 0).astype(jnp.int32),
             **learn_metrics,
             **operator_metrics,
         }

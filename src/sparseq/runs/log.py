@@ -27,9 +27,30 @@ def _truncate_lines(path: Path, lines: int) -> None:
     tmp.replace(path)
 
 
+def _truncate_timing(path: Path, step_lines: int) -> None:
+    """Keeps timing.jsonl up to its `step_lines`-th per-log-point line, with the phase
+    events (lines with an "event" key) that came before it."""
+    if not path.exists():
+        return
+    kept, seen = [], 0
+    for line in path.read_text().splitlines(keepends=True):
+        is_event = '"event"' in line
+        if not is_event:
+            if seen == step_lines:
+                break
+            seen += 1
+        elif seen == step_lines and step_lines > 0:
+            break
+        kept.append(line)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
 class MetricsLog:
     """metrics.jsonl (one JSON object per log point, deterministic content),
-    timing.jsonl (wall-clock figures) and episodes.csv (one row per training episode).
+    timing.jsonl (wall-clock figures: one line per log point, and phase events with an
+    "event" key) and episodes.csv (one row per training episode).
     Lines are flushed at once, so a killed run keeps every line it reached; a resumed
     run first cuts the files back to what its checkpoint had seen."""
 
@@ -41,7 +62,7 @@ class MetricsLog:
         self.episodes_path = folder / "episodes.csv"
         if truncate_to is not None:
             _truncate_lines(self.path, truncate_to[0])
-            _truncate_lines(self.timing_path, truncate_to[0])
+            _truncate_timing(self.timing_path, truncate_to[0])
             _truncate_lines(self.episodes_path, truncate_to[1])
         self._metrics_lines = self._count(self.path)
         self._episodes_lines = self._count(self.episodes_path)
@@ -71,6 +92,11 @@ class MetricsLog:
             self._timing.write(json.dumps({k: _clean(v) for k, v in timing.items()}) + "\n")
             self._timing.flush()
 
+    def write_event(self, event: str, **fields: Any) -> None:
+        """A phase event in timing.jsonl (loop start, first chunk, loop end, wrap-up)."""
+        self._timing.write(json.dumps({"event": event, **{k: _clean(v) for k, v in fields.items()}}) + "\n")
+        self._timing.flush()
+
     def write_episodes(self, rows: list[tuple[int, float, int]]) -> None:
         self._episodes.writelines(f"{s},{r:.9g},{n}\n" for s, r, n in rows)
         self._episodes.flush()
@@ -84,19 +110,34 @@ class MetricsLog:
 
 class WandbLog:
     """W&B mirror of the metrics. Any failure (no account, no network, bad setting)
-    is reported once and W&B is switched off; training goes on with local files."""
+    is reported once and W&B is switched off; training goes on with local files.
+
+    Every W&B call (its import and `wandb.init` cost a few seconds of start-up) runs
+    in order on one worker thread, so the run starts and logs without waiting for it;
+    `finish` waits for all of it. The run id is chosen here, before `wandb.init`, so
+    a checkpoint can record it at once."""
 
     def __init__(
         self, settings: WandbConfig, folder: Path, name: str, config: dict[str, Any], run_id: str | None = None
     ):
-        self.run = None
+        self._run = None
+        self._worker = None
+        self._run_id = None
         if settings.mode == "disabled":
             return
+        from concurrent.futures import ThreadPoolExecutor
+
+        resuming = run_id is not None
+        self._run_id = run_id or new_run_id()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparseq-wandb")
+        self._started = self._worker.submit(self._init, settings, folder, name, config, resuming)
+
+    def _init(self, settings: WandbConfig, folder: Path, name: str, config: dict[str, Any], resuming: bool) -> None:
         try:
             import wandb
 
             os.environ.setdefault("WANDB_SILENT", "true")
-            self.run = wandb.init(
+            self._run = wandb.init(
                 project=settings.project,
                 entity=settings.entity or None,
                 group=settings.group or None,
@@ -104,55 +145,81 @@ class WandbLog:
                 dir=str(folder),
                 mode=settings.mode,
                 config=config,
-                id=run_id,
-                resume="allow" if run_id else None,
+                id=self._run_id,
+                resume="allow" if resuming else None,
                 settings=wandb.Settings(init_timeout=30, console="off", x_disable_stats=True),
             )
         except Exception as error:
             self._warn(error)
 
     @property
+    def run(self) -> Any:
+        """The W&B run once `wandb.init` returned (None when off or failed)."""
+        if self._worker is not None:
+            self._started.result()
+        return self._run
+
+    @property
     def run_id(self) -> str | None:
-        return getattr(self.run, "id", None)
+        return self._run_id
 
     def _warn(self, error: Exception) -> None:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         warnings.warn(f"W&B disabled for this run ({message}); metrics stay in metrics.jsonl", stacklevel=3)
         print(f"warning: W&B disabled for this run ({message}); metrics stay in metrics.jsonl", file=sys.stderr)
-        self.run = None
+        self._run = None
+
+    def _submit(self, call: Any, *args: Any) -> None:
+        """Runs `call(run, *args)` on the worker once the run exists, unless W&B is off."""
+
+        def task() -> None:
+            if self._run is None:
+                return
+            try:
+                call(self._run, *args)
+            except Exception as error:
+                self._warn(error)
+
+        if self._worker is not None:
+            self._worker.submit(task)
 
     def log(self, record: dict[str, Any], step: int) -> None:
-        if self.run is None:
-            return
-        try:
-            self.run.log({k: v for k, v in record.items() if v is not None}, step=step)
-        except Exception as error:
-            self._warn(error)
+        values = {k: v for k, v in record.items() if v is not None}
+        self._submit(lambda run: run.log(values, step=step))
 
     def log_images(self, images: dict[str, Path]) -> None:
-        if self.run is None:
-            return
-        try:
+        def log(run: Any) -> None:
             import wandb
 
-            self.run.log({key: wandb.Image(str(path)) for key, path in images.items() if path.exists()})
-        except Exception as error:
-            self._warn(error)
+            run.log({key: wandb.Image(str(path)) for key, path in images.items() if path.exists()})
+
+        self._submit(log)
 
     def log_video(self, key: str, video: Any) -> None:
         """An evaluation video (a sparseq.outputs.video.VideoResult) as a W&B video."""
-        if self.run is None:
-            return
         from sparseq.outputs.video import log_video_to_wandb
 
-        log_video_to_wandb(self.run, key, video)
+        self._submit(lambda run: log_video_to_wandb(run, key, video))
 
     def finish(self, summary: dict[str, Any]) -> None:
-        if self.run is None:
-            return
-        try:
+        """Writes the summary, finishes the W&B run and waits for every call before."""
+
+        def finish(run: Any) -> None:
             for key, value in summary.items():
-                self.run.summary[key] = value
-            self.run.finish()
-        except Exception as error:
-            self._warn(error)
+                run.summary[key] = value
+            run.finish()
+
+        self._submit(finish)
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+            self._run = None
+
+
+def new_run_id() -> str:
+    """A W&B-style run id (8 lowercase letters and digits)."""
+    import secrets
+    import string
+
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))

@@ -16,9 +16,9 @@ import json
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections import deque
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparseq.outputs.plots import metric_series, plot_returns, read_episodes
+from sparseq.outputs.plots import metric_series, plot_returns, preload_plotting, read_episodes
 from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches
 from sparseq.pipeline.config.dump import to_dict, to_toml
@@ -36,6 +36,7 @@ from sparseq.pipeline.config.validate import validate
 from sparseq.runs.analysis import make_analyzer
 from sparseq.runs.boundary import cross_boundary, pool_seed, replay_actions
 from sparseq.runs.checkpoint import Checkpointer, write_json
+from sparseq.runs.clock import compile_totals, process_seconds
 from sparseq.runs.log import MetricsLog, WandbLog
 from sparseq.runs.periodic_eval import make_evaluator
 from sparseq.runs.provenance import write_run_record
@@ -124,13 +125,14 @@ FIRST_CALL_CYCLES = 16  # a program's first call compiles it: keep it short
 class ChunkRunner:
     """Runs n <= max_cycles update cycles from a state.
 
-    "scan": one jitted while-loop whose trip count is an argument, so every chunk
-    length (log periods, the warm-up split, the wall-time bound) shares one compiled
-    program per learn flag; per-cycle metrics go to (max_cycles, ...) buffers of which
-    the first n rows are returned. "cycle": one donated jitted call per cycle (XLA:CPU
-    runs convolutions ~10x slower inside loops), with the stop flag read every cycle.
-    `cycles_for` sizes calls to about `chunk_seconds` of wall time from the measured
-    rate, so a stop request is answered within about that long.
+    "scan": ONE jitted while-loop for warm-up and learning alike, whose trip count and
+    learn flag are arguments, so every chunk length (log periods, the warm-up split,
+    the wall-time bound) shares one compiled program; per-cycle metrics go to
+    (max_cycles, ...) buffers of which the first n rows are returned. "cycle": one
+    donated jitted call per cycle (XLA:CPU runs convolutions ~10x slower inside loops
+    and conditionals), compiled once per learn flag, with the stop flag read every
+    cycle. `cycles_for` sizes calls to about `chunk_seconds` of wall time from the
+    measured rate, so a stop request is answered within about that long.
     """
 
     def __init__(self, pipeline: Pipeline, kind: str, max_cycles: int, chunk_seconds: float = 2.0):
@@ -142,13 +144,15 @@ class ChunkRunner:
         self._calls: dict[bool, int] = {}
         self._rate: dict[bool, float] = {}  # cycles per second of calls that did not compile
 
-    def _loop(self, learn: bool):
-        if learn not in self._compiled:
-            self._compiled[learn] = eqx.filter_jit(partial(self._run_cycles, learn), donate="all-except-first")
-        return self._compiled[learn]
+    def _loop(self):
+        if "loop" not in self._compiled:
+            self._compiled["loop"] = eqx.filter_jit(self._run_cycles, donate="all-except-first")
+        return self._compiled["loop"]
 
-    def _run_cycles(self, learn: bool, cycles: jax.Array, state: TrainState):
-        shapes = jax.eval_shape(lambda s: self.pipeline.cycle(s, learn), state)[1]
+    def _run_cycles(self, control: tuple[jax.Array, jax.Array], state: TrainState):
+        """control: (cycles () int32, learn () bool)."""
+        cycles, learn = control
+        shapes = jax.eval_shape(lambda s: self.pipeline.cycle(s, True), state)[1]
         buffers = jax.tree.map(lambda x: jnp.zeros((self.max_cycles, *x.shape), x.dtype), shapes)
 
         def body(carry):
@@ -183,11 +187,14 @@ class ChunkRunner:
         if cycles > self.max_cycles:
             raise ValueError(f"{cycles} cycles in one call; this runner was built for at most {self.max_cycles}")
         started = time.perf_counter()
+        first_call = not self._calls
         if self.kind == "scan":
-            state, buffers = self._loop(learn)(jnp.asarray(cycles, jnp.int32), state)
+            control = (jnp.asarray(cycles, jnp.int32), jnp.asarray(learn))
+            state, buffers = self._loop()(control, state)
             metrics = jax.tree.map(lambda x: x[:cycles], jax.device_get(buffers))
             done = cycles
         else:
+            first_call = learn not in self._calls
             step = self._single(learn)
             series = []
             for _ in range(cycles):
@@ -197,8 +204,8 @@ class ChunkRunner:
                     break
             done = len(series)
             metrics = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(series))
-        calls = self._calls[learn] = self._calls.get(learn, 0) + 1
-        if calls > 1:
+        self._calls[learn] = self._calls.get(learn, 0) + 1
+        if not first_call:
             self._rate[learn] = done / max(time.perf_counter() - started, 1e-6)
         return state, metrics, done
 
@@ -492,6 +499,13 @@ class Trainer:
         )
         status = "finished"
         postfix = {"return": "-", "loss": "nan"}
+        compiled_before, programs_before = compile_totals()
+        # The wrap-up's plotting imports, while the loop compiles (which frees the GIL).
+        threading.Thread(target=preload_plotting, name="sparseq-preload", daemon=True).start()
+        log.write_event(
+            "loop_start", process_seconds=process_seconds(), compile_seconds=compiled_before, programs=programs_before
+        )
+        first_chunk = True
         try:
             with _StopRequest() as stop:
                 pending_seconds = 0.0
@@ -501,6 +515,9 @@ class Trainer:
                     chunk_started = time.perf_counter()
                     state, metrics, done = self.runner(state, learn, cycles, stop)
                     pending_seconds += time.perf_counter() - chunk_started
+                    if first_chunk:
+                        log.write_event("first_chunk", process_seconds=process_seconds(), cycles=done)
+                        first_chunk = False
                     self._guard(state, metrics)
                     if self.recorder is not None:
                         self.recorder.flush(state.replay)
@@ -536,6 +553,14 @@ class Trainer:
         finally:
             progress.close()
             self.checkpointer.wait()
+        compiled, programs = compile_totals()
+        log.write_event(
+            "loop_end",
+            process_seconds=process_seconds(),
+            loop_seconds=time.perf_counter() - started,
+            compile_seconds=compiled - compiled_before,
+            programs=programs - programs_before,
+        )
         return state, status
 
     def _guard(self, state: TrainState, metrics: dict[str, np.ndarray]) -> None:
@@ -641,6 +666,7 @@ class Trainer:
 
 
 def _finish(trainer: Trainer, state: TrainState, status: str, log: MetricsLog, wandb_log: WandbLog):
+    started = time.perf_counter()
     config = trainer.config
     title = f"{config.algorithm} on {config.env.task_id} (seed {config.run.seed})"
     x_label = "gradient steps" if trainer.step_unit == "gradient_steps" else "environment steps"
@@ -659,8 +685,9 @@ def _finish(trainer: Trainer, state: TrainState, status: str, log: MetricsLog, w
     save_run_policy(trainer.folder, trainer.pipeline, state.learner)
     wandb_log.log_images({"plots/returns": plot, **({"plots/analysis": analysis_plot} if analysis_plot else {})})
     wandb_log.finish(summary)
-    log.close()
     trainer.checkpointer.close()
+    log.write_event("wrap_up", seconds=time.perf_counter() - started, process_seconds=process_seconds())
+    log.close()
     return RunResult(folder=trainer.folder, summary=summary, state=state)
 
 
@@ -711,6 +738,7 @@ def train(
     created = folder is None or not folder.exists()
     folder = folder or new_run_folder(config, config.run.name or name)
     checkpoints = checkpoint_folder(config, folder).absolute()
+    wandb_log = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "pipeline.toml").write_text(to_toml(config))
@@ -723,6 +751,8 @@ def train(
     except NonFiniteError:
         raise  # summary.json says where it diverged: a result
     except BaseException:
+        if wandb_log is not None:
+            wandb_log.finish({"status": "failed"})  # its worker writes into the folder
         if created and not any(checkpoints.glob("*")):
             _remove_if_unused(folder, checkpoints)
         raise
