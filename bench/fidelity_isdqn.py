@@ -2,6 +2,8 @@
 
     python bench/fidelity_isdqn.py                      5 seeds x DQN, TF-DQN, iS-DQN K=3
     python bench/fidelity_isdqn.py --steps 3000 --seeds 1    a smoke run (minutes)
+    python bench/fidelity_isdqn.py --algorithms dqn,isdqn --set learner.overlap=true
+                                                        the same runs with overrides
 
 Each run is `sparseq train PIPELINE --run.seed S` at the iS-QL paper's small-task
 settings (MLP 100-100, Adam 3e-4, T = 200, replay 10,000, batch 32, one update per
@@ -50,8 +52,8 @@ def final_return(folder: Path, total_steps: int, window: int) -> float:
     return float(recent.mean()) if recent.size else float("nan")
 
 
-def run_one(algorithm: str, seed: int, steps: int, out_dir: Path) -> Path:
-    return train_seed(ALGORITHMS[algorithm], f"{algorithm}-seed{seed}", seed, steps, out_dir)
+def run_one(algorithm: str, seed: int, steps: int, out_dir: Path, axes: list[str] = ()) -> Path:
+    return train_seed(ALGORITHMS[algorithm], f"{algorithm}-seed{seed}", seed, steps, out_dir, axes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=10_000, help="final window of env steps scored")
     parser.add_argument("--algorithms", default="dqn,tfdqn,isdqn", help=f"comma-separated, of {', '.join(ALGORITHMS)}")
     parser.add_argument("--out-dir", default="runs/fidelity-isdqn", help="run folders and results.json go here")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override, repeatable")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1")
     args = parser.parse_args(argv)
+    axes = [part for item in args.set for part in (f"--{item.split('=', 1)[0]}", item.split("=", 1)[1])]
     algorithms = chosen_algorithms(args.algorithms, ALGORITHMS)
     out_dir = fresh_out_dir(args.out_dir)
     window = min(args.window, args.steps)
@@ -69,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     scores: dict[str, list[float]] = {}
     for algorithm in algorithms:
         scores[algorithm] = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             started = time.perf_counter()
-            folder = run_one(algorithm, seed, args.steps, out_dir)
+            folder = run_one(algorithm, seed, args.steps, out_dir, axes)
             score = final_return(folder, args.steps, window)
             scores[algorithm].append(score)
             print(
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             "tfdqn" not in results or results["isdqn"]["iqm"] > results["tfdqn"]["iqm"]
         )
         print(f"target: iS-DQN IQM >= 150 and above TF-DQN: {'met' if target else 'NOT met'}")
-    summary = {"steps": args.steps, "seeds": args.seeds, "window": window, "results": results}
+    summary = {"steps": args.steps, "seeds": args.seeds, "window": window, "overrides": args.set, "results": results}
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"results: {out_dir / 'results.json'}")
     return 0

@@ -692,6 +692,104 @@ def print_table(rows: list[Row]) -> None:
         print(line(c))
 
 
+# ---------------------------------------------------------------------------------
+# Overlap (issue 13): the env step and the gradient step of a cycle made independent
+
+OVERLAP_TARGETS = {"bound": ">= 1.25", "min": ">= 0.75"}
+
+
+@section("overlap", requires=("dqn-env",))
+def overlap(ctx: Context) -> None:
+    """DQN and iS-DQN K=3 on LunarLander-v3, 1 env: full loop with learner.overlap off and on, vs the bounds."""
+    env = ctx.timers["dqn-env"]
+    for name in (LUNAR, ISDQN_LUNAR):
+        overrides = ["--run.log-every", "2000"] if ctx.quick else []
+        pipeline = build_pipeline(load_config(name, overrides))
+        cycles = max(ctx.size(10_000, 2_000) // pipeline.steps_per_cycle, 1)
+        timers = {"env": env, "learner": learner_timer(pipeline, ctx.size(10_000, 1_000))}
+        for flag in ("off", "on"):
+            variant = build_pipeline(load_config(name, [*overrides, "--learner.overlap", str(flag == "on").lower()]))
+            timers[flag] = runner_timer(variant, loop_kind(load_config(name)), cycles)
+        rates = interleaved_rates(timers, ctx.size(5, 3))
+        label = "DQN" if name == LUNAR else "iS-DQN K=3"
+        ctx.report(f"{label}: env-only", rates["env"], "steps/s", note="interleaved")
+        ctx.report(f"{label}: update-only", rates["learner"], "updates/s", note="interleaved")
+        bound = bound_steps_per_second(rates["env"], rates["learner"], pipeline.update_every)
+        ctx.report(f"{label}: sequential bound", bound, "steps/s", note="1/(1/env + 1/update)")
+        floor = min(rates["env"], rates["learner"] * pipeline.update_every)
+        for flag in ("off", "on"):
+            ctx.report(f"{label}: full, overlap {flag}", rates[flag], "steps/s")
+            ctx.report(f"{label}: full/bound, {flag}", rates[flag] / bound, "x", target=OVERLAP_TARGETS["bound"])
+            ctx.report(f"{label}: full/min, {flag}", rates[flag] / floor, "x", target=OVERLAP_TARGETS["min"])
+
+
+# ---------------------------------------------------------------------------------
+# Whole process (issue 13): start-up, compile, loop and wrap-up of `sparseq train`
+
+PROCESS_PIPELINE = "isdqn-lunarlander"
+OFFICIAL_ISDQN_SPS = (1_535, 1_770)  # the official iS-DQN code, same settings, compile included (issue 13)
+
+
+def timed_train(pipeline: str, steps: int, cache: Path, cwd: Path) -> dict[str, float]:
+    """Runs `sparseq train PIPELINE --run.total-steps STEPS` in a child process with the
+    compilation cache at `cache`; returns its wall time split by timing.jsonl's events."""
+    import json
+    import subprocess
+
+    env = {**os.environ, "SPARSEQ_COMPILATION_CACHE": str(cache), "WANDB_SILENT": "true"}
+    command = [sys.executable, "-m", "sparseq.cli", "train", pipeline, f"--run.total-steps={steps}"]
+    command.append("--no-run.progress")
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    total = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"sparseq train failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
+    folder = max((cwd / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    events = {}
+    for line in (folder / "timing.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "event" in record:
+            events[record["event"]] = record
+    start, end = events["loop_start"], events["loop_end"]
+    compile_seconds = end["compile_seconds"]
+    return {
+        "total": total,
+        "start-up": start["process_seconds"],
+        "first chunk": events["first_chunk"]["process_seconds"],
+        "compile": compile_seconds,
+        "loop": end["loop_seconds"] - compile_seconds,
+        "wrap-up": total - end["process_seconds"],
+        "programs": end["programs"],
+    }
+
+
+@section("process")
+def process(ctx: Context) -> None:
+    """Whole `sparseq train isdqn-lunarlander` process: start-up, compile, loop, wrap-up; cold and warm cache."""
+    import tempfile
+
+    steps = ctx.size(200_000, 20_000)
+    with tempfile.TemporaryDirectory(prefix="sparseq-process-") as folder:
+        cache, cwd = Path(folder) / "cache", Path(folder) / "work"
+        cwd.mkdir()
+        for label in ("cold cache", "warm cache"):
+            split = timed_train(PROCESS_PIPELINE, steps, cache, cwd)
+            overhead = split["start-up"] + split["compile"] + split["wrap-up"]
+            target = "<= 6 s" if label == "cold cache" else "<= 3 s"
+            ctx.report(f"{label}: whole process", split["total"], "s", note=f"{steps:,} steps")
+            ctx.report(f"{label}: start-up", split["start-up"], "s", note="process start -> loop start")
+            ctx.report(f"{label}: first chunk at", split["first chunk"], "s", note="first env steps done")
+            note = f"{split['programs']} programs traced/compiled in the loop"
+            ctx.report(f"{label}: compile in loop", split["compile"], "s", note=note)
+            ctx.report(f"{label}: loop", split["loop"], "s", note="loop seconds less its compile")
+            ctx.report(f"{label}: wrap-up", split["wrap-up"], "s", note="loop end -> process exit")
+            ctx.report(f"{label}: non-loop total", overhead, "s", target=target)
+            sps = ctx.report(f"{label}: process steps/s", steps / split["total"], "steps/s")
+            low, high = OFFICIAL_ISDQN_SPS
+            note = f"over {high:,} ({low:,}-{high:,})"
+            ctx.report(f"{label}: vs official iS-DQN", sps / high, "x", target=">= 3.5", note=note)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated section names (their requirements run too)")

@@ -122,7 +122,6 @@ def test_resume_through_sliced_checkpoints_is_exact(tmp_path, small_slabs):
     import shutil
 
     from conftest import small_config
-
     from sparseq.runs.runner import resume, train
 
     config = small_config(

@@ -3,6 +3,8 @@ bookkeeping, the epsilon the collector acts with, that the auto-reset steps the
 pipeline stores are never sampled, and that the traced `step` equals the runner's
 statically split cycles."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -185,3 +187,60 @@ def test_host_stepping_pipeline_equals_xla_stepping():
     np.testing.assert_array_equal(xla.replay.is_reset_step, host.replay.is_reset_step)
     for a, b in zip(jax.tree.leaves(xla.learner.online), jax.tree.leaves(host.learner.online)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _learning_state(pipeline: Pipeline):
+    """The state at the pipeline's first learning cycle (after its warm-up cycles)."""
+    state = pipeline.init(jax.random.key(0))
+    c = 0
+    while not pipeline.learns_in_cycle(c):
+        state, _ = eqx.filter_jit(lambda s: pipeline.cycle(s, False))(state)
+        c += 1
+    return state, c
+
+
+def _arrays(tree):
+    return eqx.filter(tree, eqx.is_array)
+
+
+def test_a_traced_learn_flag_runs_the_static_flags_cycles():
+    """The runner's scan loop (one program for warm-up and learning) passes the flag
+    traced: the same numbers as the per-flag programs (two pools of the same seed, as
+    a pool cannot be stepped twice from one state)."""
+    static, traced = cartpole_pipeline(), cartpole_pipeline()
+    a, b = static.init(jax.random.key(0)), traced.init(jax.random.key(0))
+    by_flag = eqx.filter_jit(lambda s, f: traced.cycle(s, f))
+    for c in range(30):
+        learn = static.learns_in_cycle(c)
+        a, metrics_a = eqx.filter_jit(lambda s, learn=learn: static.cycle(s, learn))(a)
+        b, metrics_b = by_flag(b, jnp.asarray(learn))
+        assert same_tree(metrics_a, metrics_b), c
+    assert static.learns_in_cycle(29) and not static.learns_in_cycle(0)
+    assert same_tree(_arrays(a.learner), _arrays(b.learner)) and same_tree(a.replay, b.replay)
+
+
+def test_overlap_learns_from_the_state_before_the_cycles_steps():
+    """learner.overlap: the gradient step reads the replay and learner from before the
+    cycle's environment step (with a key folded out of the cycle's first key), so the
+    two are independent; the collection itself is the plain pipeline's."""
+    from sparseq.pipeline.compose import OVERLAP_KEY_TAG
+
+    overlapped = dataclasses.replace(cartpole_pipeline(target="online"), overlap=True)
+    plain = cartpole_pipeline(target="online")
+    assert overlapped.learning_starts == plain.learning_starts  # warm-up 20 > the (n + 1) * N + 1 floor
+    state, _ = _learning_state(overlapped)
+    plain_state, _ = _learning_state(plain)
+    assert same_tree(state.replay, plain_state.replay)
+    after, metrics = eqx.filter_jit(lambda s: overlapped.cycle(s, True))(state)
+    key = jax.random.fold_in(state.key, OVERLAP_KEY_TAG)
+    expected, _ = eqx.filter_jit(overlapped.learn)(eqx.tree_at(lambda s: s.key, state, key))
+    assert same_tree(_arrays(after.learner), _arrays(expected.learner))
+    collected, _ = eqx.filter_jit(lambda s: plain.cycle(s, False))(plain_state)
+    assert same_tree(after.replay, collected.replay) and same_tree(after.collector.obs, collected.collector.obs)
+    assert int(metrics["gradient_steps"]) == 1
+
+
+def test_overlap_needs_one_cycle_more_before_learning():
+    pipeline = cartpole_pipeline(warmup=0, num_envs=2)
+    overlapped = dataclasses.replace(pipeline, overlap=True)
+    assert overlapped.learning_starts == pipeline.learning_starts + pipeline.steps_per_cycle

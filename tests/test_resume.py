@@ -104,6 +104,54 @@ def test_sigkill_and_resume_equals_straight_run(tmp_path, pipeline, extra):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_several_boundaries_with_the_compilation_cache_resume_exactly(tmp_path):
+    """Three checkpoint boundaries, the persistent compilation cache on (a folder of
+    its own, filled by the straight run and read by the others): killed with SIGKILL
+    after the second boundary and resumed, the run ends as the straight run does."""
+    cache = tmp_path / "cache"
+    env = {**cli_env(), "SPARSEQ_COMPILATION_CACHE": str(cache)}
+    flags = [f"--run.total-steps={3 * STEPS}" if f.startswith("--run.total-steps") else f for f in FLAGS]
+    command = [sys.executable, "-m", "sparseq.cli", "train", "dqn-cartpole", *flags]
+    straight = subprocess.run([*command, "--run.name=straight"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert list(cache.iterdir()), "the compilation cache stayed empty"
+    process = subprocess.Popen(
+        [*command, "--run.name=killed"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if list(tmp_path.glob(f"checkpoints/killed-*/{2 * STEPS}")):
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not list(tmp_path.glob(f"checkpoints/killed-*/{3 * STEPS}")), "the run finished before it was killed"
+    (killed,) = tmp_path.glob("runs/killed-*")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "sparseq.cli", "train", "--resume", str(killed)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"from step {2 * STEPS:,}" in resumed.stderr
+    (reference,) = tmp_path.glob("runs/straight-*")
+    for name in ("metrics.jsonl", "episodes.csv"):
+        assert (killed / name).read_text() == (reference / name).read_text(), name
+    a = _final_arrays(next(tmp_path.glob("checkpoints/straight-*")))
+    b = _final_arrays(next(tmp_path.glob("checkpoints/killed-*")))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
 SIGNAL_FLAGS = [
     "--run.total-steps=8000",
     "--run.log-every=2000",

@@ -63,6 +63,9 @@ class Exploration(eqx.Module):
         )
 
 
+OVERLAP_KEY_TAG = 0x0FE71A9  # folds the learning key out of the cycle's first key (overlap)
+
+
 class Pipeline(eqx.Module):
     """Attributes:
     collector, replay, learner: the stages (any objects with the methods of
@@ -72,6 +75,8 @@ class Pipeline(eqx.Module):
     warmup: environment steps before the first gradient step.
     update_every: environment steps per gradient step; it must divide N or be a
         multiple of N (N = collector.num_envs).
+    overlap: the gradient steps read the state from before the cycle's environment
+        steps (replay and key), so the two have no data dependency.
     """
 
     collector: Collector
@@ -81,6 +86,7 @@ class Pipeline(eqx.Module):
     exploration: Exploration = Exploration()
     warmup: int = eqx.field(static=True, default=1_000)
     update_every: int = eqx.field(static=True, default=1)
+    overlap: bool = eqx.field(static=True, default=False)
 
     step_unit: ClassVar[str] = "env_steps"
     """What the run's step counter (`TrainState.env_steps`) counts: metrics.jsonl's x axis."""
@@ -125,8 +131,10 @@ class Pipeline(eqx.Module):
     @property
     def learning_starts(self) -> int:
         """Environment steps after which cycles end with gradient steps: `warmup`, but
-        never before every stream holds one (n + 1)-step window."""
-        return max(self.warmup, (self.replay.n_step + 1) * self.collector.num_envs)
+        never before every stream holds one (n + 1)-step window (in the replay as it
+        was before the cycle, with `overlap`)."""
+        ready = (self.replay.n_step + 1) * self.collector.num_envs
+        return max(self.warmup, ready + (self.steps_per_cycle if self.overlap else 0))
 
     def learns_in_cycle(self, cycle: int) -> bool:
         """Whether cycle `cycle` (0-based) ends with gradient steps; static, so the
@@ -211,6 +219,7 @@ class Pipeline(eqx.Module):
         convolutional network on CPU is driven one cycle per jitted call.
         """
         steps_before = state.env_steps
+        before = state
         if unroll_collect:
             series = []
             for _ in range(self.collects_per_cycle):
@@ -219,10 +228,14 @@ class Pipeline(eqx.Module):
             collected = jax.tree.map(lambda *xs: jnp.stack(xs), *series)
         else:
             state, collected = jax.lax.scan(self.collect, state, None, length=self.collects_per_cycle)
+        learn_from = state
+        if self.overlap:  # the replay and learner from before this cycle's steps, a key of their own
+            learn_from = eqx.tree_at(lambda s: s.key, before, jax.random.fold_in(before.key, OVERLAP_KEY_TAG))
         if isinstance(learn, bool):
-            state, learn_metrics = self.learn(state) if learn else self._skip_learning(state)
+            learned, learn_metrics = self.learn(learn_from) if learn else self._skip_learning(learn_from)
         else:
-            state, learn_metrics = jax.lax.cond(learn, self.learn, self._skip_learning, state)
+            learned, learn_metrics = jax.lax.cond(learn, self.learn, self._skip_learning, learn_from)
+        state = eqx.tree_at(lambda s: s.learner, state, learned.learner) if self.overlap else learned
         state, operator_metrics = self.apply_operators(state, steps_before)
         # Per-iteration series are flattened to (steps_per_cycle,) or (steps_per_cycle, ...).
         collected = {k: v.reshape(-1, *v.shape[2:]) if v.ndim >= 2 else v for k, v in collected.items()}

@@ -323,4 +323,5 @@ def build_pipeline(
         exploration=Exploration(**dataclasses.asdict(config.exploration)),
         warmup=options.warmup,
         update_every=options.update_every,
+        overlap=options.overlap,
     )

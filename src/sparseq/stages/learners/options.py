@@ -15,6 +15,11 @@ class LearnerOptions(StageOptions):
     """Environment steps per gradient step."""
     warmup: int = 1_000
     """Environment steps before the first gradient step."""
+    overlap: bool = False
+    """A cycle's gradient steps sample the replay as it was before the cycle's
+    environment steps (which act, as always, with the previous update's parameters), so
+    the two are independent and XLA may run them at once. A (small) change of the
+    algorithm: off by default until its effect on learning is measured."""
 
     def rules(self) -> list[Rule]:
         return [
