@@ -730,15 +730,16 @@ PROCESS_PIPELINE = "isdqn-lunarlander"
 OFFICIAL_ISDQN_SPS = (1_535, 1_770)  # the official iS-DQN code, same settings, compile included (issue 13)
 
 
-def timed_train(pipeline: str, steps: int, cache: Path, cwd: Path) -> dict[str, float]:
-    """Runs `sparseq train PIPELINE --run.total-steps STEPS` in a child process with the
-    compilation cache at `cache`; returns its wall time split by timing.jsonl's events."""
+def timed_train(pipeline: str, steps: int, cache: Path, cwd: Path, flags: list[str] = ()) -> dict[str, float]:
+    """Runs `sparseq train PIPELINE --run.total-steps STEPS FLAGS` in a child process
+    with the compilation cache at `cache`; returns its wall time split by timing.jsonl's
+    events."""
     import json
     import subprocess
 
     env = {**os.environ, "SPARSEQ_COMPILATION_CACHE": str(cache), "WANDB_SILENT": "true"}
     command = [sys.executable, "-m", "sparseq.cli", "train", pipeline, f"--run.total-steps={steps}"]
-    command.append("--no-run.progress")
+    command.extend(["--no-run.progress", *flags])
     started = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     total = time.perf_counter() - started
@@ -788,6 +789,33 @@ def process(ctx: Context) -> None:
             low, high = OFFICIAL_ISDQN_SPS
             note = f"over {high:,} ({low:,}-{high:,})"
             ctx.report(f"{label}: vs official iS-DQN", sps / high, "x", target=">= 3.5", note=note)
+
+
+BOUNDARY_RUNS = {
+    "MLP (isdqn-lunarlander)": ("isdqn-lunarlander", 40_000, []),
+    "CNN (dqn-atari, per-cycle loop)": ("dqn-atari", 2_000, ["--replay.capacity=10000", "--learner.warmup=200"]),
+}
+
+
+@section("boundary")
+def boundary(ctx: Context) -> None:
+    """What a checkpoint boundary costs: one run with 0, one with 3 interior boundaries (new pool, loop recompiled)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sparseq-boundary-") as folder:
+        cache, cwd = Path(folder) / "cache", Path(folder) / "work"
+        cwd.mkdir()
+        for label, (pipeline, steps, flags) in BOUNDARY_RUNS.items():
+            steps = ctx.size(steps, steps // 4)
+            timed_train(pipeline, steps // 4, cache, cwd, flags)  # fills the cache: both runs below start warm
+            plain = timed_train(pipeline, steps, cache, cwd, flags)
+            every = f"--run.checkpoint-every={steps // 4}"
+            bounded = timed_train(pipeline, steps, cache, cwd, [*flags, every, "--run.checkpoint-replay=false"])
+            extra = bounded["compile"] - plain["compile"]
+            note = f"{steps:,} steps, 3 boundaries + the final one vs the final one only"
+            ctx.report(f"{label}: compile/boundary", extra / 3, "s", note=note)
+            ctx.report(f"{label}: programs/boundary", (bounded["programs"] - plain["programs"]) / 3, "")
+            ctx.report(f"{label}: wall/boundary", (bounded["total"] - plain["total"]) / 3, "s", note="replay not saved")
 
 
 def main(argv: list[str] | None = None) -> int:
