@@ -172,6 +172,11 @@ class ChunkRunner:
             )
         return self._compiled[learn]
 
+    def inherit_rates(self, other: "ChunkRunner") -> None:
+        """Sizes chunks from `other`'s measured rates (the same pipeline on a new pool):
+        the first call still compiles, so it is not timed."""
+        self._rate = dict(other._rate)
+
     def cycles_for(self, learn: bool, wanted: int) -> int:
         """Cycles for the next call: `wanted`, cut to about `chunk_seconds` of wall time."""
         rate = self._rate.get(learn)
@@ -414,8 +419,14 @@ class Trainer:
         return bool(self.cycles_per_checkpoint) and self.cycle % self.cycles_per_checkpoint == 0
 
     def _new_runner(self) -> ChunkRunner:
+        """A runner for the current pipeline (a new pool compiles a new loop); the rates
+        the previous one measured carry over, so chunks after a boundary keep their size."""
         longest = min(self.cycles_per_log, self.total_cycles)
-        return ChunkRunner(self.pipeline, self.kind, longest, self.config.run.chunk_seconds)
+        runner = ChunkRunner(self.pipeline, self.kind, longest, self.config.run.chunk_seconds)
+        previous = getattr(self, "runner", None)
+        if previous is not None:
+            runner.inherit_rates(previous)
+        return runner
 
     def wall_seconds(self) -> float:
         return self.wall_before + time.perf_counter() - self.segment_started
