@@ -192,9 +192,10 @@ def test_host_stepping_pipeline_equals_xla_stepping():
 def _learning_state(pipeline: Pipeline):
     """The state at the pipeline's first learning cycle (after its warm-up cycles)."""
     state = pipeline.init(jax.random.key(0))
+    warm_up = eqx.filter_jit(lambda s: pipeline.cycle(s, False))
     c = 0
     while not pipeline.learns_in_cycle(c):
-        state, _ = eqx.filter_jit(lambda s: pipeline.cycle(s, False))(state)
+        state, _ = warm_up(state)
         c += 1
     return state, c
 
@@ -210,9 +211,10 @@ def test_a_traced_learn_flag_runs_the_static_flags_cycles():
     static, traced = cartpole_pipeline(), cartpole_pipeline()
     a, b = static.init(jax.random.key(0)), traced.init(jax.random.key(0))
     by_flag = eqx.filter_jit(lambda s, f: traced.cycle(s, f))
+    per_flag = {flag: eqx.filter_jit(lambda s, flag=flag: static.cycle(s, flag)) for flag in (False, True)}
     for c in range(30):
         learn = static.learns_in_cycle(c)
-        a, metrics_a = eqx.filter_jit(lambda s, learn=learn: static.cycle(s, learn))(a)
+        a, metrics_a = per_flag[learn](a)
         b, metrics_b = by_flag(b, jnp.asarray(learn))
         assert same_tree(metrics_a, metrics_b), c
     assert static.learns_in_cycle(29) and not static.learns_in_cycle(0)
