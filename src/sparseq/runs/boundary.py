@@ -71,6 +71,7 @@ def cross_boundary(pipeline: Pipeline, state: TrainState, seed: int) -> tuple[Pi
     if pipeline.collector is None:
         return pipeline, state
     if int(state.replay.count) > 0:
+        # A copy of the (small) observations: every argument after the pipeline is donated.
         replay_state = _cut_streams(pipeline, state.replay, jnp.copy(state.collector.obs))
     else:
         replay_state = state.replay

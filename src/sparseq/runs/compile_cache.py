@@ -3,8 +3,9 @@
 A second run of the same pipeline then loads the programs it can from disk instead of
 compiling them. The training loop itself is never served from it: envpool's XLA calls
 carry the address of their pool as an attribute, so every pool (every process, every
-checkpoint boundary) makes a new program (docs/stack-notes.md); evaluation, analysis,
-initialisation and the small programs between chunks are.
+checkpoint boundary) makes a new program (docs/stack-notes.md), and neither are the
+pool's reset nor `pipeline.init`; evaluation, analyses, the learner's initialisation
+and the small programs between chunks are.
 
 SPARSEQ_COMPILATION_CACHE: a folder, or "off"; default: sparseq/jax under the user
 cache folder ($XDG_CACHE_HOME or ~/.cache). A cache folder JAX was already given
