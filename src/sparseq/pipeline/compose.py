@@ -138,7 +138,8 @@ class Pipeline(eqx.Module):
 
     def learns_in_cycle(self, cycle: int) -> bool:
         """Whether cycle `cycle` (0-based) ends with gradient steps; static, so the
-        runner can compile collect-only and learning chunks separately."""
+        runner splits chunks where learning starts (and the per-cycle CNN loop picks
+        its collect-only or learning program)."""
         return (cycle + 1) * self.steps_per_cycle >= self.learning_starts
 
     def collect(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
@@ -191,9 +192,15 @@ class Pipeline(eqx.Module):
     def learn_metric_shapes(self, state: TrainState) -> dict[str, jax.ShapeDtypeStruct]:
         return jax.eval_shape(self.learn, state)[1]
 
-    def _skip_learning(self, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
-        """A warm-up cycle's learning: none, with `learn`'s metrics as zeros."""
-        return state, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.learn_metric_shapes(state))
+    def _learning(self, state: TrainState) -> tuple[Any, Array, dict[str, Array]]:
+        """A learning cycle's gradient steps: (learner state, key, metrics)."""
+        learned, metrics = self.learn(state)
+        return learned.learner, learned.key, metrics
+
+    def _warming_up(self, state: TrainState) -> tuple[Any, Array, dict[str, Array]]:
+        """A warm-up cycle's: none; `learn`'s metrics as zeros."""
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.learn_metric_shapes(state))
+        return state.learner, state.key, zeros
 
     def apply_operators(self, state: TrainState, steps_before: Array) -> tuple[TrainState, dict[str, Array]]:
         learner_state = state.learner
@@ -232,19 +239,11 @@ class Pipeline(eqx.Module):
         if self.overlap:  # the replay and learner from before this cycle's steps, a key of their own
             learn_from = eqx.tree_at(lambda s: s.key, before, jax.random.fold_in(before.key, OVERLAP_KEY_TAG))
         if isinstance(learn, bool):
-            learned, learn_metrics = self.learn(learn_from) if learn else self._skip_learning(learn_from)
-            learner, key = learned.learner, learned.key
+            learner, key, learn_metrics = (self._learning if learn else self._warming_up)(learn_from)
         else:
             # Only the learner and key come out of the conditional: a replay passed
             # through it costs copies (iS-DQN's loop ran 13% slower that way).
-            def learning(s: TrainState):
-                learned, metrics = self.learn(s)
-                return learned.learner, learned.key, metrics
-
-            def warming_up(s: TrainState):
-                return s.learner, s.key, self._skip_learning(s)[1]
-
-            learner, key, learn_metrics = jax.lax.cond(learn, learning, warming_up, learn_from)
+            learner, key, learn_metrics = jax.lax.cond(learn, self._learning, self._warming_up, learn_from)
         if self.overlap:
             state = eqx.tree_at(lambda s: s.learner, state, learner)
         else:
@@ -263,6 +262,6 @@ class Pipeline(eqx.Module):
 
     def step(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
         """One cycle, learning once `learning_starts` steps are reached; a pure function
-        usable as a `lax.scan` body. (The runner uses `cycle` with a static flag.)"""
-        learns = state.env_steps + self.steps_per_cycle >= self.learning_starts
-        return jax.lax.cond(learns, lambda s: self.cycle(s, True), lambda s: self.cycle(s, False), state)
+        usable as a `lax.scan` body (the traced learn flag of `cycle`, as the runner's
+        scan loop passes it)."""
+        return self.cycle(state, state.env_steps + self.steps_per_cycle >= self.learning_starts)

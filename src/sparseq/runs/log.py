@@ -17,14 +17,16 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _rewrite(path: Path, lines: list[str]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(path)
+
+
 def _truncate_lines(path: Path, lines: int) -> None:
     """Keeps the first `lines` lines of `path` (what a checkpoint had seen)."""
-    if not path.exists():
-        return
-    kept = path.read_text().splitlines(keepends=True)[:lines]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
+    if path.exists():
+        _rewrite(path, path.read_text().splitlines(keepends=True)[:lines])
 
 
 def _truncate_timing(path: Path, step_lines: int) -> None:
@@ -35,16 +37,11 @@ def _truncate_timing(path: Path, step_lines: int) -> None:
     kept, seen = [], 0
     for line in path.read_text().splitlines(keepends=True):
         is_event = '"event"' in line
-        if not is_event:
-            if seen == step_lines:
-                break
-            seen += 1
-        elif seen == step_lines and step_lines > 0:
+        if seen == step_lines and (step_lines > 0 or not is_event):
             break
+        seen += not is_event
         kept.append(line)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
+    _rewrite(path, kept)
 
 
 class MetricsLog:
@@ -169,14 +166,14 @@ class WandbLog:
         print(f"warning: W&B disabled for this run ({message}); metrics stay in metrics.jsonl", file=sys.stderr)
         self._run = None
 
-    def _submit(self, call: Any, *args: Any) -> None:
-        """Runs `call(run, *args)` on the worker once the run exists, unless W&B is off."""
+    def _submit(self, call: Any) -> None:
+        """Runs `call(run)` on the worker once the run exists, unless W&B is off."""
 
         def task() -> None:
             if self._run is None:
                 return
             try:
-                call(self._run, *args)
+                call(self._run)
             except Exception as error:
                 self._warn(error)
 

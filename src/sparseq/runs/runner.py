@@ -140,8 +140,7 @@ class ChunkRunner:
         self.kind = kind
         self.max_cycles = max(int(max_cycles), 1)
         self.chunk_seconds = chunk_seconds
-        self._compiled: dict[bool, Any] = {}
-        self._calls: dict[bool, int] = {}
+        self._compiled: dict[Any, Any] = {}  # "loop" (scan), or per learn flag (cycle)
         self._rate: dict[bool, float] = {}  # cycles per second of calls that did not compile
 
     def _loop(self):
@@ -192,14 +191,13 @@ class ChunkRunner:
         if cycles > self.max_cycles:
             raise ValueError(f"{cycles} cycles in one call; this runner was built for at most {self.max_cycles}")
         started = time.perf_counter()
-        first_call = not self._calls
+        first_call = ("loop" if self.kind == "scan" else learn) not in self._compiled  # it compiles
         if self.kind == "scan":
             control = (jnp.asarray(cycles, jnp.int32), jnp.asarray(learn))
             state, buffers = self._loop()(control, state)
             metrics = jax.tree.map(lambda x: x[:cycles], jax.device_get(buffers))
             done = cycles
         else:
-            first_call = learn not in self._calls
             step = self._single(learn)
             series = []
             for _ in range(cycles):
@@ -209,7 +207,6 @@ class ChunkRunner:
                     break
             done = len(series)
             metrics = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(series))
-        self._calls[learn] = self._calls.get(learn, 0) + 1
         if not first_call:
             self._rate[learn] = done / max(time.perf_counter() - started, 1e-6)
         return state, metrics, done
