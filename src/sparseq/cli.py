@@ -150,7 +150,22 @@ def _report(run, checkpoint_error: type[Exception]) -> int:
     return 0
 
 
+def print_pack_summary(folder: Path, summary: dict) -> None:
+    """A pack of seeds: one line per seed."""
+    print(f"\nrun folder: {folder} ({len(summary['seeds'])} seeds in one process)")
+    steps = summary.get("env_steps", 0)
+    print(f"  {summary['algorithm']} on {summary['task_id']}, {steps:,} environment steps per seed")
+    print(f"  aggregate steps / second: {summary['steps_per_second'] or 0:,.1f}")
+    for seed, run in summary["runs"].items():
+        recent = run.get("return_recent")
+        shown = f"{recent:,.1f}" if recent is not None else "-"
+        print(f"  seed {seed:<6} return (last 20 episodes) {shown:>10}   {folder / run['folder']}")
+
+
 def print_summary(folder: Path, summary: dict) -> None:
+    if "seeds" in summary:
+        return print_pack_summary(folder, summary)
+
     def fmt(value):
         if isinstance(value, float):
             return f"{value:,.1f}"

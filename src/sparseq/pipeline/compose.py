@@ -5,6 +5,7 @@ gradient steps that fall due (one every `update_every` environment steps, after
 `warmup` steps), and lets every operator look at the step counters.
 """
 
+import dataclasses
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -15,6 +16,7 @@ from jax import Array
 from sparseq.pipeline.prng import use_straight_line_threefry_on_cpu
 from sparseq.pipeline.protocols import Collector, Learner, Operator, Replay
 from sparseq.stages.schedules import linear_epsilon
+from sparseq.types import EpisodeStats, Transition
 
 # Every pipeline program is compiled after this import; the random numbers are the
 # same, each random call on CPU just stops being a loop of its own (see sparseq.pipeline.prng).
@@ -104,10 +106,15 @@ class Pipeline(eqx.Module):
 
     def init(self, key: Array) -> TrainState:
         """Builds the initial state (host side: resets the environments)."""
+        return dataclasses.replace(self.init_learning(key), collector=self.collector.init())
+
+    def init_learning(self, key: Array) -> TrainState:
+        """The initial state without the pool's (`collector` None): pure, so a pack of
+        seeds maps it over their keys."""
         learner_key, key = jax.random.split(key)
         learner_state = self.learner.init(learner_key)
         return TrainState(
-            collector=self.collector.init(),
+            collector=None,
             replay=self.replay.init(self.collector.obs_shape, self.collector.obs_dtype),
             learner=learner_state,
             operators=tuple(op.init(learner_state) for op in self.operators),
@@ -129,6 +136,17 @@ class Pipeline(eqx.Module):
         return self.collects_per_cycle * self.collector.num_envs
 
     @property
+    def member(self) -> "Pipeline":
+        """One seed's pipeline: this one (a pack of seeds holds S of them in lockstep)."""
+        return self
+
+    seeds: ClassVar[None] = None  # the seeds of a pack; one seed (the run's) here
+
+    def pool_actions(self, actions: Array) -> Array:
+        """The runner's actions (cycles, steps_per_cycle, ...) in the pool's order (T, N, ...)."""
+        return actions.reshape(-1, self.collector.num_envs, *actions.shape[2:])
+
+    @property
     def learning_starts(self) -> int:
         """Environment steps after which cycles end with gradient steps: `warmup`, but
         never before every stream holds one (n + 1)-step window (in the replay as it
@@ -144,37 +162,44 @@ class Pipeline(eqx.Module):
 
     def collect(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
         """One iteration of acting and collection: N environment steps into the replay."""
+        actions, key, metrics = self.choose_actions(state, state.collector.obs)
+        collector_state, transition, episodes = self.collector.step(state.collector, actions)
+        state = eqx.tree_at(lambda s: s.collector, self.store(state, transition, key), collector_state)
+        return state, {**metrics, **self.episode_metrics(actions, episodes)}
+
+    def choose_actions(self, state: TrainState, obs: Array) -> tuple[Array, Array, dict[str, Array]]:
+        """obs: (N, *obs_shape) -> the (N,) actions, the state's next key and the
+        exploration metrics (the state's collector is not read: a seed pack steps
+        one pool for all its seeds)."""
         key, act_key = jax.random.split(state.key)
         epsilon = self.exploration.epsilon(state.env_steps, self.learning_starts)
-        acting_learner, member_metrics = state.learner, {}
+        acting_learner, metrics = state.learner, {"epsilon": epsilon}
         if self.exploration.explores_members:
             # A key of its own, so runs without the option keep their random streams.
             member_epsilon = self.exploration.member_epsilon(state.env_steps, self.learning_starts)
             acting_learner = self.learner.with_random_acting_member(
                 state.learner, jax.random.fold_in(act_key, 1), member_epsilon
             )
-            member_metrics = {"member_epsilon": member_epsilon}
-        actions = self.learner.act(acting_learner, state.collector.obs, act_key, epsilon)
-        collector_state, transition, episodes = self.collector.step(state.collector, actions)
-        new_state = eqx.tree_at(
-            lambda s: (s.collector, s.replay, s.env_steps, s.key),
+            metrics["member_epsilon"] = member_epsilon
+        return self.learner.act(acting_learner, obs, act_key, epsilon), key, metrics
+
+    def store(self, state: TrainState, transition: Transition, key: Array) -> TrainState:
+        """The N transitions into the replay; the step counter and key move on."""
+        return eqx.tree_at(
+            lambda s: (s.replay, s.env_steps, s.key),
             state,
-            (
-                collector_state,
-                self.replay.add(state.replay, transition),
-                state.env_steps + self.collector.num_envs,
-                key,
-            ),
+            (self.replay.add(state.replay, transition), state.env_steps + self.collector.num_envs, key),
         )
-        return new_state, {
-            "epsilon": epsilon,
+
+    @staticmethod
+    def episode_metrics(actions: Array, episodes: EpisodeStats) -> dict[str, Array]:
+        return {
             # The runner keeps the actions since the last pool boundary: a run stopped
             # between boundaries resumes by stepping a fresh pool through them.
             "action": actions,
             "episode_return": episodes.episode_return,
             "episode_length": episodes.episode_length,
             "episode_done": episodes.done,
-            **member_metrics,
         }
 
     def learn(self, state: TrainState) -> tuple[TrainState, dict[str, Array]]:
@@ -225,43 +250,61 @@ class Pipeline(eqx.Module):
         instead of a scan: XLA:CPU runs convolutions inside loops ~10x slower, so a
         convolutional network on CPU is driven one cycle per jitted call.
         """
-        steps_before = state.env_steps
-        before = state
-        if unroll_collect:
-            series = []
-            for _ in range(self.collects_per_cycle):
-                state, metrics = self.collect(state)
-                series.append(metrics)
-            collected = jax.tree.map(lambda *xs: jnp.stack(xs), *series)
-        else:
-            state, collected = jax.lax.scan(self.collect, state, None, length=self.collects_per_cycle)
-        learn_from = state
-        if self.overlap:  # the replay and learner from before this cycle's steps, a key of their own
-            learn_from = eqx.tree_at(lambda s: s.key, before, jax.random.fold_in(before.key, OVERLAP_KEY_TAG))
-        if isinstance(learn, bool):
-            learner, key, learn_metrics = (self._learning if learn else self._warming_up)(learn_from)
-        else:
-            # Only the learner and key come out of the conditional: a replay passed
-            # through it costs copies (iS-DQN's loop ran 13% slower that way).
-            learner, key, learn_metrics = jax.lax.cond(learn, self._learning, self._warming_up, learn_from)
-        if self.overlap:
-            state = eqx.tree_at(lambda s: s.learner, state, learner)
-        else:
-            state = eqx.tree_at(lambda s: (s.learner, s.key), state, (learner, key))
-        state, operator_metrics = self.apply_operators(state, steps_before)
-        # Per-iteration series are flattened to (steps_per_cycle,) or (steps_per_cycle, ...).
-        collected = {k: v.reshape(-1, *v.shape[2:]) if v.ndim >= 2 else v for k, v in collected.items()}
-        return state, {
-            **collected,
-            "steps": state.env_steps,
-            "updated": jnp.asarray(learn),
-            "gradient_steps": jnp.where(learn, self.updates_per_cycle, 0).astype(jnp.int32),
-            **learn_metrics,
-            **operator_metrics,
-        }
+        return run_cycle(self, state, learn, unroll_collect)
+
+    def overlap_source(self, before: TrainState) -> TrainState:
+        """What an overlapped cycle learns from: the state from before its environment
+        steps, with a key of its own."""
+        return eqx.tree_at(lambda s: s.key, before, jax.random.fold_in(before.key, OVERLAP_KEY_TAG))
+
+    @staticmethod
+    def flatten_collected(collected: dict[str, Array]) -> dict[str, Array]:
+        """Per-iteration series (collects, N, ...) flattened to (steps_per_cycle, ...)."""
+        return {k: v.reshape(-1, *v.shape[2:]) if v.ndim >= 2 else v for k, v in collected.items()}
+
+    @staticmethod
+    def per_seed(value: Array) -> Array:
+        """A cycle's metric shared by the seeds of a pack (one seed here: as it is)."""
+        return value
 
     def step(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
         """One cycle, learning once `learning_starts` steps are reached; a pure function
         usable as a `lax.scan` body (the traced learn flag of `cycle`, as the runner's
         scan loop passes it)."""
         return self.cycle(state, state.env_steps + self.steps_per_cycle >= self.learning_starts)
+
+
+def run_cycle(pipeline: Any, state: Any, learn: Any, unroll_collect: bool = False) -> tuple[Any, dict[str, Array]]:
+    """The body of `Pipeline.cycle`, for any pipeline with its pieces (`collect`,
+    `overlap_source`, `_learning`, `_warming_up`, `apply_operators`,
+    `flatten_collected`, `per_seed`): a pipeline and a pack of seeds of it share it."""
+    steps_before = state.env_steps
+    before = state
+    if unroll_collect:
+        series = []
+        for _ in range(pipeline.collects_per_cycle):
+            state, metrics = pipeline.collect(state)
+            series.append(metrics)
+        collected = jax.tree.map(lambda *xs: jnp.stack(xs), *series)
+    else:
+        state, collected = jax.lax.scan(pipeline.collect, state, None, length=pipeline.collects_per_cycle)
+    learn_from = pipeline.overlap_source(before) if pipeline.overlap else state
+    if isinstance(learn, bool):
+        learner, key, learn_metrics = (pipeline._learning if learn else pipeline._warming_up)(learn_from)
+    else:
+        # Only the learner and key come out of the conditional: a replay passed
+        # through it costs copies (iS-DQN's loop ran 13% slower that way).
+        learner, key, learn_metrics = jax.lax.cond(learn, pipeline._learning, pipeline._warming_up, learn_from)
+    if pipeline.overlap:  # the replay and learner from before this cycle's steps, a key of their own
+        state = eqx.tree_at(lambda s: s.learner, state, learner)
+    else:
+        state = eqx.tree_at(lambda s: (s.learner, s.key), state, (learner, key))
+    state, operator_metrics = pipeline.apply_operators(state, steps_before)
+    return state, {
+        **pipeline.flatten_collected(collected),
+        "steps": state.env_steps,
+        "updated": pipeline.per_seed(jnp.asarray(learn)),
+        "gradient_steps": pipeline.per_seed(jnp.where(learn, pipeline.updates_per_cycle, 0).astype(jnp.int32)),
+        **learn_metrics,
+        **operator_metrics,
+    }

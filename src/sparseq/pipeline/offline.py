@@ -47,6 +47,11 @@ class OfflinePipeline(eqx.Module):
     saves_replay: ClassVar[bool] = False  # checkpoints leave the dataset on disk
     steps_per_cycle: ClassVar[int] = 1
     learning_starts: ClassVar[int] = 0
+    seeds: ClassVar[None] = None  # one seed per run (packs of seeds step an environment pool)
+
+    @property
+    def member(self) -> "OfflinePipeline":
+        return self
 
     @property
     def data_spec(self) -> DatasetSpec:

@@ -15,6 +15,7 @@ given its seed and actions.
 """
 
 import warnings
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparseq.pipeline.compose import Pipeline, TrainState
+from sparseq.pipeline.seed_pack import pool_env_seeds
 from sparseq.types import Transition
 
 
@@ -38,8 +40,26 @@ def pool_seed(run_seed: int, boundary: int) -> int:
     return derived_seed(run_seed, boundary)
 
 
+def boundary_pool_seed(config: Any, boundary: int) -> int | tuple[int, ...]:
+    """The pool's seed after `boundary` boundaries; for a pack of seeds (run.seeds), one
+    per environment: each seed's environments seeded as its single run's pool."""
+    if config.run.seeds:
+        return pool_env_seeds(config.run.seeds, config.env.num_envs, lambda seed: pool_seed(seed, boundary))
+    return pool_seed(config.run.seed, boundary)
+
+
+@eqx.filter_jit(donate="all-except-first")
+def _cut_pack_streams(pack: Any, rs: eqx.Module, obs: jax.Array):
+    """`_cut_streams` for every seed of a pack: rs with a seed axis, obs (P, ...)."""
+    return eqx.filter_vmap(lambda r, o: _cut(pack.member, r, o))(rs, pack.split(obs))
+
+
 @eqx.filter_jit(donate="all-except-first")
 def _cut_streams(pipeline: Pipeline, rs: eqx.Module, obs: jax.Array):
+    return _cut(pipeline, rs, obs)
+
+
+def _cut(pipeline: Pipeline, rs: eqx.Module, obs: jax.Array):
     """Marks the last written step of every stream as truncated (unless it already
     ended or is an auto-reset step) and writes the final observation `obs` (N, ...) as
     an auto-reset entry, so every stored transition keeps its next observation. The
@@ -61,7 +81,7 @@ def _cut_streams(pipeline: Pipeline, rs: eqx.Module, obs: jax.Array):
     return replay.add(rs, final)
 
 
-def cross_boundary(pipeline: Pipeline, state: TrainState, seed: int) -> tuple[Pipeline, TrainState]:
+def cross_boundary(pipeline: Any, state: TrainState, seed: int | tuple[int, ...]) -> tuple[Any, TrainState]:
     """Ends all episodes and re-creates the environment pool with `seed`.
 
     Returns the pipeline with its new collector (the old pool is closed) and the state
@@ -70,9 +90,10 @@ def cross_boundary(pipeline: Pipeline, state: TrainState, seed: int) -> tuple[Pi
     """
     if pipeline.collector is None:
         return pipeline, state
-    if int(state.replay.count) > 0:
+    if int(np.max(state.replay.count)) > 0:
         # A copy of the (small) observations: every argument after the pipeline is donated.
-        replay_state = _cut_streams(pipeline, state.replay, jnp.copy(state.collector.obs))
+        cut = _cut_streams if pipeline.seeds is None else _cut_pack_streams
+        replay_state = cut(pipeline, state.replay, jnp.copy(state.collector.obs))
     else:
         replay_state = state.replay
     old = pipeline.collector

@@ -25,6 +25,7 @@ from sparseq.pipeline.config.paths import display
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.runs.checkpoint import Checkpointer, CheckpointError
 from sparseq.runs.provenance import add_segment, read_run_record
+from sparseq.runs.seed_run import pack_of
 
 # Keys a resumed run may change: they extend the run or only change how it is shown.
 CHANGEABLE = {"run.total_steps", "run.progress", "run.wandb.mode", "run.log_every", "run.chunk_seconds"}
@@ -65,6 +66,13 @@ def find_run_folder(run: str, out_dir: str = "runs") -> Path:
         raise ConfigError(run, "run folder not found")
     if not (path / "pipeline.toml").exists():
         raise ConfigError(display(path), "not a run folder (no pipeline.toml)")
+    pack = pack_of(path)
+    if pack is not None:
+        raise ConfigError(
+            display(path),
+            f"is one seed of the packed run {display(pack)}, whose seeds resume together: "
+            f"sparseq train --resume {display(pack)}",
+        )
     return path
 
 

@@ -12,13 +12,11 @@ a killed-and-resumed one); wall-clock figures go to timing.jsonl.
 
 import dataclasses
 import datetime
-import json
 import shutil
 import signal
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +25,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparseq.outputs.plots import metric_series, plot_returns, preload_plotting, read_episodes
+from sparseq.outputs.plots import metric_series, plot_returns, preload_plotting
 from sparseq.pipeline.compose import Pipeline, TrainState
-from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches
+from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches, seed_config
 from sparseq.pipeline.config.dump import to_dict, to_toml
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.validate import validate
 from sparseq.runs.analysis import make_analyzer
-from sparseq.runs.boundary import cross_boundary, pool_seed, replay_actions
+from sparseq.runs.boundary import boundary_pool_seed, cross_boundary, replay_actions
 from sparseq.runs.checkpoint import Checkpointer, write_json
 from sparseq.runs.clock import compile_totals, process_seconds
-from sparseq.runs.log import MetricsLog, WandbLog
 from sparseq.runs.periodic_eval import make_evaluator
 from sparseq.runs.provenance import write_run_record
 from sparseq.runs.record import DatasetRecorder
+from sparseq.runs.seed_run import SeedRun, seed_folder_name
 from sparseq.runs.selections import append_selections, truncate_selections
 from sparseq.stages.learners.value_state import value_states_of
 
-RECENT_EPISODES = 20
 PENDING = "pending__"  # prefix of a stopped run's unlogged metrics in its checkpoint
 # Learner metrics (P,) per cycle logged as train/NAME over the chunk's gradient steps:
 # the max for q_max, the mean otherwise.
@@ -351,11 +348,10 @@ class _StopRequest:
 
 
 class Trainer:
-    """One run: a run folder, its pipeline and state, its checkpoints."""
+    """One run: a run folder, its pipeline and state, its checkpoints, and the outputs
+    of its seed (or of every seed of a pack, `seed_runs`)."""
 
-    def __init__(
-        self, config: PipelineConfig, folder: Path, pipeline: Pipeline | None = None, checkpoints: Path | None = None
-    ):
+    def __init__(self, config: PipelineConfig, folder: Path, pipeline: Any = None, checkpoints: Path | None = None):
         self.config = config
         self.folder = folder
         self.pipeline = pipeline or build_pipeline(config)
@@ -378,25 +374,48 @@ class Trainer:
         )
         self.cycle = 0
         self.boundary = 0
-        self.recent: deque[float] = deque(maxlen=RECENT_EPISODES)
-        self.returns: list[float] = []
-        self.wandb_id: str | None = None
-        self.sparsity: float | None = None  # last logged sparsity/overall, when pruning
-        self.actor_sparsity: float | None = None  # last logged actor/sparsity/overall (SAC)
-        self.eval_return: float | None = None  # the last evaluation's mean return
         # Metrics of the cycles since the last log point, and every action since the
-        # last pool boundary (cycles, steps_per_cycle): what a stopped run saves.
+        # last pool boundary (in the pool's order): what a stopped run saves.
         self.pending: list[dict[str, np.ndarray]] = []
         self.boundary_actions: list[np.ndarray] = []
         self.wall_before = 0.0  # wall seconds of the earlier segments of a resumed run
         self.segments = 1
         self.segment_started = time.perf_counter()
-        # Evaluation episodes (eval.every > 0): on the host between chunks, own pool.
-        self.evaluator = make_evaluator(config, self.pipeline, self.kind)
+        member = self.pipeline.member
+        # One output set per seed; evaluation episodes (eval.every > 0) on the host
+        # between chunks, each seed on a pool of its own seeded as its single run's.
+        if self.pipeline.seeds is None:
+            self.seed_runs = [SeedRun(config, folder, None, make_evaluator(config, member, self.kind))]
+        else:
+            self.seed_runs = []
+            for index, seed in enumerate(self.pipeline.seeds):
+                single = seed_config(config, seed)
+                evaluator = make_evaluator(single, member, self.kind)
+                self.seed_runs.append(SeedRun(single, folder / seed_folder_name(seed), index, evaluator))
         # run.record_dataset: the collected transitions, to folder/dataset/ between chunks.
         self.recorder = DatasetRecorder(folder, self.pipeline, to_dict(config)) if config.run.record_dataset else None
         # [analysis]: network analyses at log points, on the host between chunks.
         self.analyzer = make_analyzer(config, self.pipeline, self.steps_per_cycle)
+
+    @property
+    def packed(self) -> bool:
+        return self.pipeline.seeds is not None
+
+    def open_outputs(self, meta: dict[str, Any] | None = None) -> None:
+        """Opens every seed's files and W&B run; `meta` (a resume's checkpoint) gives
+        the file positions to cut back to and the W&B run ids to continue."""
+        positions = (meta.get("seed_runs") or [meta]) if meta is not None else [None] * len(self.seed_runs)
+        for seed_run, position in zip(self.seed_runs, positions):
+            seed_run.create(self.folder if self.packed else None)
+            if position is None:
+                seed_run.open()
+            else:
+                lines = (int(position["metrics_lines"]), int(position["episodes_lines"]))
+                seed_run.open(truncate_to=lines, wandb_id=position.get("wandb_id"))
+
+    def write_event(self, event: str, **fields: Any) -> None:
+        for seed_run in self.seed_runs:
+            seed_run.log.write_event(event, **fields)
 
     # -- chunk planning -------------------------------------------------------
     def _chunk_end(self) -> int:
@@ -429,35 +448,35 @@ class Trainer:
         return self.wall_before + time.perf_counter() - self.segment_started
 
     # -- checkpoints ---------------------------------------------------------
-    def _meta(self, log: MetricsLog) -> dict[str, Any]:
+    def _meta(self) -> dict[str, Any]:
+        positions = [seed_run.position() for seed_run in self.seed_runs]
         return {
             "env_steps": self.cycle * self.steps_per_cycle,  # the step counter (gradient steps offline)
             "step_unit": self.step_unit,
             "cycle": self.cycle,
             "boundary": self.boundary,
             "config": to_dict(self.config),
-            "metrics_lines": log.metrics_lines(),
-            "episodes_lines": log.episodes_lines(),
-            "wandb_id": self.wandb_id,
+            **positions[0],  # metrics_lines, episodes_lines, wandb_id (of the first seed of a pack)
+            **({"seed_runs": positions} if self.packed else {}),
             "wall_seconds": self.wall_seconds(),
             "segments": self.segments,
             **({"recorder": self.recorder.position()} if self.recorder is not None else {}),
         }
 
-    def _boundary_and_save(self, state: TrainState, log: MetricsLog) -> TrainState:
+    def _boundary_and_save(self, state: TrainState) -> TrainState:
         self.boundary += 1
-        self.pipeline, state = cross_boundary(self.pipeline, state, pool_seed(self.config.run.seed, self.boundary))
+        self.pipeline, state = cross_boundary(self.pipeline, state, boundary_pool_seed(self.config, self.boundary))
         if self.recorder is not None:
             self.recorder.flush(state.replay)  # the episodes the boundary ended
         self.boundary_actions = []
         self.runner = self._new_runner()
-        self.checkpointer.save(self.cycle * self.steps_per_cycle, state, self._meta(log), self._analysis_extra())
+        self.checkpointer.save(self.cycle * self.steps_per_cycle, state, self._meta(), self._analysis_extra())
         return state
 
     def _analysis_extra(self) -> dict[str, np.ndarray]:
         return self.analyzer.extra() if self.analyzer is not None else {}
 
-    def _save_stopped(self, state: TrainState, log: MetricsLog) -> None:
+    def _save_stopped(self, state: TrainState) -> None:
         """Saves where a signal stopped the run, with no boundary (see boundary.py):
         the unlogged metrics and the actions since the boundary go with the state."""
         steps = self.cycle * self.steps_per_cycle
@@ -468,7 +487,7 @@ class Trainer:
         if self.boundary_actions:
             extra["actions"] = np.concatenate(self.boundary_actions)
         extra.update(self._analysis_extra())
-        self.checkpointer.save(steps, state, {**self._meta(log), "stopped": True}, extra)
+        self.checkpointer.save(steps, state, {**self._meta(), "stopped": True}, extra)
 
     def restore_stopped(self, state: TrainState, fresh: Any, extra: dict[str, np.ndarray]) -> TrainState:
         """The inverse of `_save_stopped`; `fresh`: the new pool's state after its reset."""
@@ -490,12 +509,13 @@ class Trainer:
         return eqx.tree_at(lambda s: s.collector, state, collector_state)
 
     # -- the loop ------------------------------------------------------------
-    def run(self, state: TrainState, log: MetricsLog, wandb_log: WandbLog) -> tuple[TrainState, str]:
+    def run(self, state: TrainState) -> tuple[TrainState, str]:
         """Trains from `state` at `self.cycle`; returns the final state and how the run
         ended: "finished", "stopped" (signal, checkpoint saved)."""
         self.runner = self._new_runner()
-        if self.evaluator is not None:
-            self.evaluator.skip_to(self.cycle * self.steps_per_cycle)
+        for seed_run in self.seed_runs:
+            if seed_run.evaluator is not None:
+                seed_run.evaluator.skip_to(self.cycle * self.steps_per_cycle)
         if self.analyzer is not None:
             self.analyzer.skip_to(self.cycle * self.steps_per_cycle)
         started = time.perf_counter()
@@ -503,14 +523,14 @@ class Trainer:
             self.total_cycles * self.steps_per_cycle,
             self.cycle * self.steps_per_cycle,
             self.config.run.progress,
-            self.folder.name,
+            self.folder.name if not self.packed else f"{self.folder.name} ({len(self.seed_runs)} seeds)",
         )
         status = "finished"
         postfix = {"return": "-", "loss": "nan"}
         compiled_before, programs_before = compile_totals()
         # The wrap-up's plotting imports, while the loop compiles (which frees the GIL).
         threading.Thread(target=preload_plotting, name="sparseq-preload", daemon=True).start()
-        log.write_event(
+        self.write_event(
             "loop_start", process_seconds=process_seconds(), compile_seconds=compiled_before, programs=programs_before
         )
         first_chunk = True
@@ -524,14 +544,14 @@ class Trainer:
                     state, metrics, done = self.runner(state, learn, cycles, stop)
                     pending_seconds += time.perf_counter() - chunk_started
                     if first_chunk:
-                        log.write_event("first_chunk", process_seconds=process_seconds(), cycles=done)
+                        self.write_event("first_chunk", process_seconds=process_seconds(), cycles=done)
                         first_chunk = False
                     self._guard(state, metrics)
                     if self.recorder is not None:
                         self.recorder.flush(state.replay)
                     actions = metrics.pop("action", None)
                     if actions is not None:
-                        self.boundary_actions.append(actions)
+                        self.boundary_actions.append(self.pipeline.pool_actions(actions))
                     self.pending.append(metrics)
                     self.cycle += done
                     if self.analyzer is not None:
@@ -542,27 +562,24 @@ class Trainer:
                     if at_log_point or self._checkpoint_due():
                         metrics = {k: np.concatenate([m[k] for m in self.pending]) for k in self.pending[0]}
                         chunk_steps = len(metrics["steps"]) * self.steps_per_cycle
-                        record = self._log(metrics, log, wandb_log, chunk_steps / pending_seconds, started, state)
+                        records = self._log(metrics, chunk_steps / pending_seconds, started, state)
                         self.pending, pending_seconds = [], 0.0
-                        postfix = {
-                            "return": self._shown_return(record),
-                            "loss": f"{record.get('train/loss', float('nan')):.3g}",
-                        }
+                        postfix = self._postfix(records)
                     boundary_saved = self._checkpoint_due() and not finished
                     if boundary_saved:
-                        state = self._boundary_and_save(state, log)
+                        state = self._boundary_and_save(state)
                     if stop.signal is not None and not finished:
                         if not boundary_saved:
-                            self._save_stopped(state, log)
+                            self._save_stopped(state)
                         status = "stopped"
                         break
                 if status == "finished":
-                    state = self._boundary_and_save(state, log)
+                    state = self._boundary_and_save(state)
         finally:
             progress.close()
             self.checkpointer.wait()
         compiled, programs = compile_totals()
-        log.write_event(
+        self.write_event(
             "loop_end",
             process_seconds=process_seconds(),
             loop_seconds=time.perf_counter() - started,
@@ -574,152 +591,194 @@ class Trainer:
     def _guard(self, state: TrainState, metrics: dict[str, np.ndarray]) -> None:
         last_good = self.checkpointer.latest_step()
         keep = f"last good checkpoint: step {last_good}" if last_good is not None else "no checkpoint was written yet"
-        step = first_non_finite_step(metrics)
-        if step is not None:
-            raise NonFiniteError(f"non-finite loss at {self._unit_name} {step} (stage: learner update); {keep}")
-        if not bool(_all_finite(state.learner)):
-            steps = int(metrics["steps"][-1])
-            raise NonFiniteError(
-                f"non-finite parameters by {self._unit_name} {steps} (stage: learner update or operators); {keep}"
-            )
+        for seed_run in self.seed_runs:
+            of_seed = f" of seed {seed_run.seed}" if self.packed else ""
+            step = first_non_finite_step(seed_run.metrics_slice(metrics))
+            if step is not None:
+                raise NonFiniteError(
+                    f"non-finite loss at {self._unit_name} {step}{of_seed} (stage: learner update); {keep}"
+                )
+        if bool(_all_finite(state.learner)):
+            return
+        steps = int(np.max(metrics["steps"][-1]))
+        diverged = [r for r in self.seed_runs if not bool(_all_finite(r.state_slice(state.learner)))]
+        of_seed = f" of seed {diverged[0].seed}" if self.packed and diverged else ""
+        raise NonFiniteError(
+            f"non-finite parameters by {self._unit_name} {steps}{of_seed} (stage: learner update or operators); {keep}"
+        )
 
-    def _shown_return(self, record: dict[str, Any]) -> str:
-        """The progress bar's return: the recent training episodes', else (offline) the
-        last evaluation's."""
-        if self.recent:
-            return f"{record['train/return_recent']:.1f}"
-        return f"{self.eval_return:.1f} (eval)" if self.eval_return is not None else "-"
+    def _postfix(self, records: list[dict[str, Any]]) -> dict[str, str]:
+        """The progress bar's return and loss: the recent training episodes' (the mean
+        over the seeds of a pack), else (offline) the last evaluation's."""
+        losses = [r.get("train/loss", float("nan")) for r in records]
+        recent = [r.get("train/return_recent") for r in records]
+        evaluated = [s.eval_return for s in self.seed_runs if s.eval_return is not None]
+        if all(x is not None for x in recent) and any(s.recent for s in self.seed_runs):
+            shown = f"{np.mean(recent):.1f}"
+        else:
+            shown = f"{np.mean(evaluated):.1f} (eval)" if evaluated else "-"
+        return {"return": shown, "loss": f"{np.mean(losses):.3g}"}
 
     @property
     def _unit_name(self) -> str:
         return "gradient step" if self.step_unit == "gradient_steps" else "environment step"
 
-    def _log(self, metrics, log: MetricsLog, wandb_log: WandbLog, steps_per_second: float, started: float, state=None):
-        record, episodes = summarize_chunk(metrics)
-        if "sparsity/overall" in record:
-            self.sparsity = record["sparsity/overall"]
-        if "actor/sparsity/overall" in record:
-            self.actor_sparsity = record["actor/sparsity/overall"]
-        self.recent.extend(r for _, r, _ in episodes)
-        self.returns.extend(r for _, r, _ in episodes)
+    def _log(self, metrics, steps_per_second: float, started: float, state=None) -> list[dict[str, Any]]:
+        """Writes the log point of every seed; returns their records."""
         steps = self.cycle * self.steps_per_cycle
+        analysis = {}
+        if self.analyzer is not None and state is not None and self.analyzer.due(steps):
+            analysis = self.analyzer.run(state, steps)
+        records = []
+        for seed_run in self.seed_runs:
+            learner = seed_run.state_slice(state.learner) if state is not None else None
+            seed_metrics = seed_run.metrics_slice(metrics)
+            records.append(self._log_seed(seed_run, seed_metrics, learner, steps, steps_per_second, started, analysis))
+        return records
+
+    def _log_seed(self, seed_run: SeedRun, metrics, learner, steps: int, steps_per_second, started, analysis):
+        record, episodes = summarize_chunk(metrics)
+        seed_run.take_episodes(record, episodes)
         record = {
             self.step_unit: steps,
             # Only runs that collect have training episodes (offline runs evaluate).
-            **(
-                {"train/return_recent": float(np.mean(self.recent)) if self.recent else None}
-                if "episode_done" in metrics
-                else {}
-            ),
+            **({"train/return_recent": seed_run.return_recent()} if "episode_done" in metrics else {}),
             **record,
         }
-        if self.evaluator is not None and state is not None and self.evaluator.due(steps):
-            record.update(self.evaluator.run(state.learner, steps).record())
-            self.eval_return = record.get("eval/return_mean")
-            if self.evaluator.video_episodes:
-                video = self.evaluator.record_video(state.learner, steps, self.folder)
+        evaluator = seed_run.evaluator
+        if evaluator is not None and learner is not None and evaluator.due(steps):
+            record.update(evaluator.run(learner, steps).record())
+            seed_run.eval_return = record.get("eval/return_mean")
+            if evaluator.video_episodes:
+                video = evaluator.record_video(learner, steps, seed_run.folder)
                 if video is not None:
                     record["eval/video_return"] = float(np.mean(video.episode_returns))
-                    wandb_log.log_video("eval/video", video)
-        if self.analyzer is not None and state is not None and self.analyzer.due(steps):
-            record.update(self.analyzer.run(state, steps))
+                    seed_run.wandb_log.log_video("eval/video", video)
+        record.update(analysis)
         timing = {self.step_unit: steps, "time": time.perf_counter() - started, "steps_per_second": steps_per_second}
-        log.write(record, timing)
-        log.write_episodes(episodes)
-        append_selections(self.folder, metrics, self.step_unit)  # EauDeQN: every target update, not just the last
-        wandb_log.log({**record, "train/steps_per_second": steps_per_second}, steps)
+        seed_run.log.write(record, timing)
+        seed_run.log.write_episodes(episodes)
+        # EauDeQN: every target update, not just the last.
+        append_selections(seed_run.folder, metrics, self.step_unit)
+        seed_run.wandb_log.log({**record, "train/steps_per_second": steps_per_second}, steps)
         return record
 
-    def restore_history(self, log: MetricsLog) -> None:
-        """Rebuilds the recent-return window from episodes.csv and the last sparsity
-        from metrics.jsonl (after a resume)."""
-        _, returns = read_episodes(log.episodes_path)
-        self.returns = [float(r) for r in returns]
-        self.recent.extend(self.returns[-RECENT_EPISODES:])
-        lines = log.path.read_text().splitlines() if log.path.exists() else []
-        if lines:
-            last = json.loads(lines[-1])
-            self.sparsity = last.get("sparsity/overall")
-            self.actor_sparsity = last.get("actor/sparsity/overall")
-        evaluated = [json.loads(line).get("eval/return_mean") for line in lines]
-        self.eval_return = next((r for r in reversed(evaluated) if r is not None), None)
+    def restore_history(self) -> None:
+        for seed_run in self.seed_runs:
+            seed_run.restore_history()
 
-    def summary(self, state: TrainState, status: str) -> dict[str, Any]:
-        """The whole run's summary, across the segments of a resumed run."""
+    def summary(self, seed_run: SeedRun, state: TrainState, status: str) -> dict[str, Any]:
+        """One seed's summary, across the segments of a resumed run."""
         wall = self.wall_seconds()
         steps = self.cycle * self.steps_per_cycle
-        summary = {
+        return {
             "algorithm": self.config.algorithm,
             "task_id": self.config.env.task_id,
-            "seed": self.config.run.seed,
+            "seed": seed_run.seed,
             "status": status,
             self.step_unit: steps,
-            "episodes": len(self.returns),
-            "return_recent": float(np.mean(self.recent)) if self.recent else None,
-            "return_best_recent": None,
-            **({"eval_return_last": self.eval_return} if self.evaluator is not None else {}),
+            "episodes": len(seed_run.returns),
+            "return_recent": seed_run.return_recent(),
+            "return_best_recent": seed_run.return_best_recent(),
+            **({"eval_return_last": seed_run.eval_return} if seed_run.evaluator is not None else {}),
             "wall_seconds": wall,
             "steps_per_second": steps / wall if wall > 0 else None,
             "segments": self.segments,
             "loop": self.kind,
-            "sparsity": self.sparsity,
-            **({"actor_sparsity": self.actor_sparsity} if self.actor_sparsity is not None else {}),
-            **learner_sizes(state.learner),
+            "sparsity": seed_run.sparsity,
+            **({"actor_sparsity": seed_run.actor_sparsity} if seed_run.actor_sparsity is not None else {}),
+            **learner_sizes(seed_run.state_slice(state.learner)),
+            "checkpoints": str(self.checkpointer.directory),
+            **({"pack": self.folder.name} if self.packed else {}),
+        }
+
+    def pack_summary(self, summaries: list[dict[str, Any]], status: str) -> dict[str, Any]:
+        """The pack folder's summary: its seeds' summaries and the pack's own speed."""
+        wall = self.wall_seconds()
+        steps = self.cycle * self.steps_per_cycle
+        return {
+            "algorithm": self.config.algorithm,
+            "task_id": self.config.env.task_id,
+            "seeds": list(self.pipeline.seeds),
+            "status": status,
+            self.step_unit: steps,
+            "wall_seconds": wall,
+            "steps_per_second": steps * len(summaries) / wall if wall > 0 else None,
+            "segments": self.segments,
+            "runs": {s["seed"]: {"folder": seed_folder_name(s["seed"]), **s} for s in summaries},
             "checkpoints": str(self.checkpointer.directory),
         }
-        if len(self.returns) >= RECENT_EPISODES:
-            window = np.convolve(self.returns, np.ones(RECENT_EPISODES) / RECENT_EPISODES, mode="valid")
-            summary["return_best_recent"] = float(window.max())
-        return summary
 
 
-def _finish(trainer: Trainer, state: TrainState, status: str, log: MetricsLog, wandb_log: WandbLog):
+def _finish(trainer: Trainer, state: TrainState, status: str) -> RunResult:
     started = time.perf_counter()
     config = trainer.config
-    title = f"{config.algorithm} on {config.env.task_id} (seed {config.run.seed})"
     x_label = "gradient steps" if trainer.step_unit == "gradient_steps" else "environment steps"
-    plot = plot_returns(trainer.folder, title, extra=metric_series(trainer.folder), x_label=x_label)
-    analysis_plot = None
-    if trainer.analyzer is not None:
-        from sparseq.outputs.analysis_plots import plot_analysis, read_analysis_records
-
-        records = read_analysis_records(trainer.folder / "metrics.jsonl")
-        analysis_plot = plot_analysis(records, trainer.folder / "analysis.png", title, trainer.step_unit, x_label)
-    summary = trainer.summary(state, status)
-    write_json(trainer.folder / "summary.json", summary)
     from sparseq.outputs.export import save_run_policy  # policy.eqx: what `sparseq export/evaluate` read
 
-    # The acting Q-network of a Q-learner, the actor of SAC; nothing for other learners.
-    save_run_policy(trainer.folder, trainer.pipeline, state.learner)
-    wandb_log.log_images({"plots/returns": plot, **({"plots/analysis": analysis_plot} if analysis_plot else {})})
-    wandb_log.finish(summary)
+    summaries = []
+    for seed_run in trainer.seed_runs:
+        folder = seed_run.folder
+        title = f"{config.algorithm} on {config.env.task_id} (seed {seed_run.seed})"
+        plot = plot_returns(folder, title, extra=metric_series(folder), x_label=x_label)
+        analysis_plot = None
+        if trainer.analyzer is not None:
+            from sparseq.outputs.analysis_plots import plot_analysis, read_analysis_records
+
+            records = read_analysis_records(folder / "metrics.jsonl")
+            analysis_plot = plot_analysis(records, folder / "analysis.png", title, trainer.step_unit, x_label)
+        summary = trainer.summary(seed_run, state, status)
+        write_json(folder / "summary.json", summary)
+        summaries.append(summary)
+        # The acting Q-network of a Q-learner, the actor of SAC; nothing for other learners.
+        save_run_policy(folder, trainer.pipeline.member, seed_run.state_slice(state.learner))
+        images = {"plots/returns": plot, **({"plots/analysis": analysis_plot} if analysis_plot else {})}
+        seed_run.wandb_log.log_images(images)
+        seed_run.wandb_log.finish(summary)
+    summary = summaries[0]
+    if trainer.packed:
+        summary = trainer.pack_summary(summaries, status)
+        write_json(trainer.folder / "summary.json", summary)
     trainer.checkpointer.close()
-    log.write_event("wrap_up", seconds=time.perf_counter() - started, process_seconds=process_seconds())
-    log.close()
+    trainer.write_event("wrap_up", seconds=time.perf_counter() - started, process_seconds=process_seconds())
+    for seed_run in trainer.seed_runs:
+        seed_run.close()
     return RunResult(folder=trainer.folder, summary=summary, state=state)
 
 
-def _execute(trainer: Trainer, state: TrainState, log: MetricsLog, wandb_log: WandbLog) -> RunResult:
+def _execute(trainer: Trainer, state: TrainState) -> RunResult:
     try:
-        state, status = trainer.run(state, log, wandb_log)
-    except NonFiniteError:
+        state, status = trainer.run(state)
+    except NonFiniteError as error:
         steps = trainer.cycle * trainer.steps_per_cycle
-        write_json(trainer.folder / "summary.json", {"status": "non-finite", trainer.step_unit: steps})
-        log.close()
-        wandb_log.finish({"status": "non-finite"})
+        for seed_run in trainer.seed_runs:
+            diverged = not trainer.packed or f"of seed {seed_run.seed} " in str(error)
+            summary = {"status": "non-finite" if diverged else "stopped (another seed diverged)"}
+            write_json(seed_run.folder / "summary.json", {**summary, trainer.step_unit: steps})
+            seed_run.close(summary["status"])
+        if trainer.packed:
+            write_json(trainer.folder / "summary.json", {"status": "non-finite", trainer.step_unit: steps})
         trainer.checkpointer.close()
         raise
-    return _finish(trainer, state, status, log, wandb_log)
+    return _finish(trainer, state, status)
 
 
 def _remove_if_unused(folder: Path, checkpoints: Path) -> None:
     """Removes a run folder (and its checkpoint folder) that a run failing before its
     first log point created: nothing in them is a result yet."""
-    metrics = folder / "metrics.jsonl"
-    if folder.is_dir() and not (metrics.exists() and metrics.stat().st_size):
+    logged = [folder / "metrics.jsonl", *folder.glob(f"{seed_folder_name('*')}/metrics.jsonl")]
+    if folder.is_dir() and not any(m.exists() and m.stat().st_size for m in logged):
         shutil.rmtree(folder, ignore_errors=True)
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()
+
+
+def initial_keys(config: PipelineConfig) -> jax.Array:
+    """The key `Pipeline.init` takes: the run seed's, or (a pack) one per seed, each as
+    that seed's single run makes it."""
+    if config.run.seeds:
+        return jnp.stack([jax.random.key(seed) for seed in config.run.seeds])
+    return jax.random.key(config.run.seed)
 
 
 def train(
@@ -727,40 +786,40 @@ def train(
     *,
     name: str = "run",
     folder: Path | None = None,
-    pipeline: Pipeline | None = None,
+    pipeline: Any = None,
 ) -> RunResult:
     """Trains `config` from scratch into a new run folder (or `folder`).
 
     `pipeline`, when given, must be built from `config` (another collector is fine):
     the run folder's pipeline.toml is what a rerun or resume rebuilds, so stages of your
     own go into `config.learner` / `config.operators` as `Stage("module:Class", ...)`.
-    Raises ConfigError for a bad config, before any folder is made; a run that fails
-    before its first step leaves no folder behind.
+    With run.seeds, one process trains every seed (see sparseq.pipeline.seed_pack),
+    each into seed-<s>/ of the run folder. Raises ConfigError for a bad config, before
+    any folder is made; a run that fails before its first step leaves no folder behind.
     """
     config = validate(config, lambda key: "config")
     if pipeline is None:
         pipeline = build_pipeline(config, source_of=lambda key: "config")
     else:
         check_pipeline_matches(config, pipeline)
-    state = pipeline.init(jax.random.key(config.run.seed))
+    state = pipeline.init(initial_keys(config))
     created = folder is None or not folder.exists()
     folder = folder or new_run_folder(config, config.run.name or name)
     checkpoints = checkpoint_folder(config, folder).absolute()
-    wandb_log = None
+    trainer = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "pipeline.toml").write_text(to_toml(config))
         write_run_record(folder, checkpoints)
         trainer = Trainer(config, folder, pipeline, checkpoints)
-        log = MetricsLog(folder)
-        wandb_log = WandbLog(config.run.wandb, folder, folder.name, to_dict(config))
-        trainer.wandb_id = wandb_log.run_id
-        return _execute(trainer, state, log, wandb_log)
+        trainer.open_outputs()
+        return _execute(trainer, state)
     except NonFiniteError:
         raise  # summary.json says where it diverged: a result
     except BaseException:
-        if wandb_log is not None:
-            wandb_log.finish({"status": "failed"})  # its worker writes into the folder
+        if trainer is not None:
+            for seed_run in trainer.seed_runs:
+                seed_run.close("failed")  # its W&B worker writes into the folder
         if created and not any(checkpoints.glob("*")):
             _remove_if_unused(folder, checkpoints)
         raise
@@ -771,9 +830,9 @@ def resume(
 ) -> RunResult:
     """Continues the run in `folder` from its checkpoint at `step` (see resume.py for
     the checks that come first)."""
-    pipeline = build_pipeline(config, pool_seed=pool_seed(config.run.seed, int(meta["boundary"])))
+    pipeline = build_pipeline(config, pool_seed=boundary_pool_seed(config, int(meta["boundary"])))
     trainer = Trainer(config, folder, pipeline, checkpoints)
-    template = pipeline.init(jax.random.key(config.run.seed))
+    template = pipeline.init(initial_keys(config))
     state, extra = trainer.checkpointer.restore(step, template, meta)
     if trainer.analyzer is not None:
         trainer.analyzer.restore(extra)
@@ -785,9 +844,8 @@ def resume(
     if trainer.recorder is not None:
         trainer.recorder.rewind(meta["recorder"])
     trainer.segments = int(meta.get("segments", 1)) + 1
-    log = MetricsLog(folder, truncate_to=(int(meta["metrics_lines"]), int(meta["episodes_lines"])))
-    truncate_selections(folder, trainer.cycle * trainer.steps_per_cycle)
-    trainer.restore_history(log)
-    wandb_log = WandbLog(config.run.wandb, folder, folder.name, to_dict(config), run_id=meta.get("wandb_id"))
-    trainer.wandb_id = wandb_log.run_id
-    return _execute(trainer, state, log, wandb_log)
+    trainer.open_outputs(meta)
+    for seed_run in trainer.seed_runs:
+        truncate_selections(seed_run.folder, trainer.cycle * trainer.steps_per_cycle)
+    trainer.restore_history()
+    return _execute(trainer, state)

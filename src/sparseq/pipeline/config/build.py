@@ -18,6 +18,7 @@ from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.pipeline.config.validate import with_typed_stages
 from sparseq.pipeline.offline import OfflinePipeline
 from sparseq.pipeline.registry import resolve
+from sparseq.pipeline.seed_pack import PoolShare, SeedPack, pool_env_seeds
 from sparseq.pipeline.stage import build_stage, operator_key
 from sparseq.stages.collect.envpool_collector import EnvpoolCollector
 from sparseq.stages.collect.options import env_options
@@ -207,6 +208,8 @@ def _simple_fields(stage: Any) -> dict[str, Any]:
 def check_pipeline_matches(config: PipelineConfig, pipeline: Pipeline | OfflinePipeline) -> None:
     """ValueError (one line) when `pipeline`'s learner or operators are not the ones
     `config` names: pipeline.toml would describe another run than the one trained."""
+    if isinstance(pipeline, SeedPack):
+        pipeline = pipeline.member
     if isinstance(pipeline, OfflinePipeline):
         # The given pipeline's dataset spec: the dataset is not described (nor the task's pool made) again.
         config, context = _offline_context(with_typed_stages(config, _unnamed_source), pipeline.source.spec)
@@ -295,14 +298,17 @@ def build_pipeline(
     config: PipelineConfig,
     *,
     collector: EnvpoolCollector | None = None,
-    pool_seed: int | None = None,
+    pool_seed: int | tuple[int, ...] | None = None,
     source_of: SourceOf = _unnamed_source,
-) -> Pipeline | OfflinePipeline:
-    """The Pipeline of `config` (an OfflinePipeline when it names a dataset); ConfigError
-    (one line) when its stages do not fit. `pool_seed`: the seed of the environment
-    pool (a resumed run's boundary seed; the run seed when None)."""
+) -> Pipeline | OfflinePipeline | SeedPack:
+    """The Pipeline of `config` (an OfflinePipeline when it names a dataset, a SeedPack
+    when it names run.seeds); ConfigError (one line) when its stages do not fit.
+    `pool_seed`: the seed of the environment pool (a resumed run's boundary seed; the
+    run seed when None), one per environment for a pack."""
     if config.dataset.is_offline:
         return build_offline_pipeline(config, source_of)
+    if config.run.seeds and collector is None:
+        return build_seed_pack(config, pool_seed, source_of)
     config = with_typed_stages(config, source_of)
     collector = collector or make_collector(config, seed=pool_seed)
     context = build_context(config, collector)
@@ -325,3 +331,25 @@ def build_pipeline(
         update_every=options.update_every,
         overlap=options.overlap,
     )
+
+
+def seed_config(config: PipelineConfig, seed: int) -> PipelineConfig:
+    """The single-seed config of seed `seed` of a pack: what that seed's run folder
+    records (a separate run of it trains the same)."""
+    return dataclasses.replace(config, run=dataclasses.replace(config.run, seed=seed, seeds=()))
+
+
+def build_seed_pack(
+    config: PipelineConfig, pool_seed: tuple[int, ...] | None = None, source_of: SourceOf = _unnamed_source
+) -> SeedPack:
+    """The pack of `config.run.seeds`: one pool of S x N environments, each seed's
+    stages built as its single-seed run builds them."""
+    seeds, n = config.run.seeds, config.env.num_envs
+    env_seeds = pool_seed if pool_seed is not None else pool_env_seeds(seeds, n, lambda s: s)
+    pool = collector_from_env(dataclasses.replace(config.env, num_envs=len(seeds) * n), env_seeds)
+    try:
+        member = build_pipeline(seed_config(config, seeds[0]), collector=PoolShare(pool, n), source_of=source_of)
+    except BaseException:
+        pool.close()
+        raise
+    return SeedPack(member=member, collector=pool, seeds=tuple(seeds))

@@ -50,6 +50,10 @@ class RunConfig:
     name: str = ""
     """Run name; empty uses the pipeline file's name."""
     seed: int = 0
+    seeds: tuple[int, ...] = ()
+    """Seeds trained together in one process, in lockstep on one environment pool
+    (each as a separate run with that seed would be; each writes a run folder of its
+    own under this run's folder, seed-<s>/); empty: the one seed `run.seed`."""
     total_steps: int = 100_000
     """Environment steps (all environments together)."""
     schedule_steps: int = 0

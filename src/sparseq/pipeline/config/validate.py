@@ -43,6 +43,7 @@ def _run_rules(c: PipelineConfig) -> list[Rule]:
         ("run.log_every", c.run.log_every > 0, "must be > 0"),
         ("run.chunk_seconds", c.run.chunk_seconds > 0, "must be > 0"),
         ("run.seed", c.run.seed >= 0, "must be >= 0"),
+        *_seeds_rules(c),
         ("run.checkpoint_every", c.run.checkpoint_every >= 0, "must be >= 0 (0 = only at the end)"),
         ("run.keep_checkpoints", c.run.keep_checkpoints >= 1, "must be >= 1"),
         ("exploration.start", 0 <= c.exploration.start <= 1, "must be in [0, 1]"),
@@ -77,6 +78,22 @@ def _run_rules(c: PipelineConfig) -> list[Rule]:
             f"needs replay.capacity ({c.replay.capacity}) >= run.log_every ({c.run.log_every}) + the longest"
             " episode: transitions are read from the replay between chunks",
         ),
+    ]
+
+
+def _seeds_rules(c: PipelineConfig) -> list[Rule]:
+    seeds = c.run.seeds
+    if not seeds:
+        return []
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    alone = "trains one seed per process"
+    return [
+        ("run.seeds", min(seeds) >= 0, "must be >= 0"),
+        ("run.seeds", not twice, f"seed {twice[0] if twice else 0} is given twice"),
+        ("run.seeds", c.run.seed == 0, f"replaces run.seed ({c.run.seed}): give the seeds in one of them"),
+        ("run.seeds", not c.dataset.is_offline, f"an offline run {alone} (a pack shares an environment pool)"),
+        ("run.seeds", not c.run.record_dataset, f"run.record_dataset {alone}"),
+        ("run.seeds", c.analysis.every == 0, f"[analysis] {alone} (sparseq analyze RUN/seed-<s> works after)"),
     ]
 
 

@@ -46,8 +46,9 @@ class EnvpoolCollector(eqx.Module):
     Attributes:
         task_id: envpool task id, e.g. "CartPole-v1" or "Pong-v5".
         num_envs: environments stepped together; every step yields N transitions.
-        seed: seed of the pool (envpool's default is 42 for every pool, so it is
-            always passed explicitly).
+        seed: seed of the pool, environment i seeded `seed + i` (envpool's default is
+            42 for every pool, so it is always passed explicitly); or one seed per
+            environment (a pack of seeds sharing one pool).
         mode: "xla" steps envpool inside jit; "host" steps through `io_callback`.
         env_options: extra `envpool.make` keyword arguments as (name, value) pairs.
         reward_clip: learning rewards are clipped to [-c, c] when c > 0; episode
@@ -60,7 +61,7 @@ class EnvpoolCollector(eqx.Module):
 
     task_id: str = eqx.field(static=True)
     num_envs: int = eqx.field(static=True)
-    seed: int = eqx.field(static=True)
+    seed: int | tuple[int, ...] = eqx.field(static=True)
     mode: Literal["xla", "host"] = eqx.field(static=True)
     env_options: tuple[tuple[str, Any], ...] = eqx.field(static=True)
     reward_clip: float = eqx.field(static=True)
@@ -87,7 +88,7 @@ class EnvpoolCollector(eqx.Module):
         task_id: str,
         *,
         num_envs: int = 1,
-        seed: int = 0,
+        seed: int | tuple[int, ...] = 0,
         mode: Literal["xla", "host"] = "xla",
         env_options: tuple[tuple[str, Any], ...] = (),
         reward_clip: float = 0.0,
@@ -107,7 +108,7 @@ class EnvpoolCollector(eqx.Module):
             task_id,
             env_type="gymnasium",
             num_envs=num_envs,
-            seed=seed,
+            seed=list(seed) if isinstance(seed, tuple) else seed,
             **dict(self.env_options),
         )
         space = self.env.action_space
@@ -140,7 +141,7 @@ class EnvpoolCollector(eqx.Module):
     def continuous(self) -> bool:
         return self.num_actions == 0
 
-    def with_seed(self, seed: int) -> "EnvpoolCollector":
+    def with_seed(self, seed: int | tuple[int, ...]) -> "EnvpoolCollector":
         """A collector over a new pool with the same options and another seed."""
         return EnvpoolCollector(
             self.task_id,
