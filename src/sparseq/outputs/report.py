@@ -2,6 +2,7 @@
 
     sparseq report RUN_OR_DIR [RUN_OR_DIR ...] [--out DIR] [--group-by KEY [KEY ...]]
                    [--reps N] [--seed S] [--no-plots]
+                   [--wandb [--wandb-mode offline|online] [--wandb-project P]]
 
 Groups (which runs are seeds of the same experiment):
 - Runs are grouped by their resolved configuration (pipeline.toml, flattened to dotted
@@ -37,6 +38,10 @@ Scores (how results are judged, design/ALGORITHMS.md):
 Output in DIR (default ./report): report.md (tables), report.json (the numbers),
 returns_<task>.png, sparsity_<task>.png (when runs log `sparsity/overall`),
 sparsity_vs_score.png, and normalised_iqm.png (Atari, when normalised).
+
+With --wandb the tables (wandb.Table) and plots (wandb.Image) also go to one W&B run of
+job_type "report" (offline by default: DIR/wandb/), grouped like the runs it covers
+(sparseq.outputs.wandb_dashboard); a W&B failure is one warning line, the files are written.
 
 Reading a run needs only its files: pipeline.toml, summary.json (absent when the run was
 killed), episodes.csv and metrics.jsonl. No JAX is imported.
@@ -503,6 +508,11 @@ def main(args: list[str]) -> int:
     parser.add_argument("--reps", type=int, default=5000, help="bootstrap resamples (default: 5000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--wandb", action="store_true", help="also log the tables and plots to a W&B run")
+    parser.add_argument(
+        "--wandb-mode", choices=("offline", "online"), default="offline", help="with --wandb (default: offline)"
+    )
+    parser.add_argument("--wandb-project", help="with --wandb (default: the runs' project, else sparseq)")
     try:
         options = parser.parse_args(args)
         if options.reps < 1:
@@ -519,6 +529,19 @@ def main(args: list[str]) -> int:
         print(f"sparseq: error: {error}", file=sys.stderr)
         return 2
     _print_summary(result, options.out)
+    if options.wandb:
+        from sparseq.outputs.wandb_dashboard import log_report
+
+        settings = {
+            "paths": [str(p) for p in options.paths],
+            "group_by": options.group_by,
+            "reps": options.reps,
+            "seed": options.seed,
+            "plots": not options.no_plots,
+        }
+        where = log_report(result, options.out, mode=options.wandb_mode, project=options.wandb_project, config=settings)
+        if where:
+            print(where)
     return 0
 
 

@@ -5,9 +5,11 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sparseq.outputs.wandb_dashboard import STEP_UNITS, default_group, default_tags, define_step_metric, step_unit
 from sparseq.pipeline.config.schema import WandbConfig
 
 
@@ -112,14 +114,37 @@ class WandbLog:
     Every W&B call (its import and `wandb.init` cost a few seconds of start-up) runs
     in order on one worker thread, so the run starts and logs without waiting for it;
     `finish` waits for all of it. The run id is chosen here, before `wandb.init`, so
-    a checkpoint can record it at once."""
+    a checkpoint can record it at once.
+
+    Dashboards (sparseq.outputs.wandb_dashboard): the run's group is `group`, else
+    `settings.group`, else the pipeline's name and task (the same for every seed of a
+    pack); its tags are `tags`, else algorithm, task, `seed-<s>` and `learner-<kind>`;
+    job_type "train". Every metric is plotted against the run's step counter
+    (`env_steps`, `gradient_steps` offline), which every logged row carries, images and
+    videos too; W&B's own `_step` only counts rows."""
 
     def __init__(
-        self, settings: WandbConfig, folder: Path, name: str, config: dict[str, Any], run_id: str | None = None
+        self,
+        settings: WandbConfig,
+        folder: Path,
+        name: str,
+        config: dict[str, Any],
+        run_id: str | None = None,
+        *,
+        group: str | None = None,
+        tags: Sequence[str] | None = None,
+        job_type: str = "train",
     ):
         self._run = None
         self._worker = None
         self._run_id = None
+        self.group = group or settings.group or default_group(name, config)
+        self.tags = tuple(tags) if tags is not None else default_tags(config)
+        self.job_type = job_type
+        self.step_key = step_unit(config)  # the x-axis; the records' own step key wins
+        self._axis: str | None = None  # the step metric defined on the run (worker thread)
+        self._last_step: int | None = None
+        self._videos: list[tuple[str, Any]] = []  # logged with the next row (their step)
         if settings.mode == "disabled":
             return
         from concurrent.futures import ThreadPoolExecutor
@@ -137,7 +162,9 @@ class WandbLog:
             self._run = wandb.init(
                 project=settings.project,
                 entity=settings.entity or None,
-                group=settings.group or None,
+                group=self.group,
+                tags=list(self.tags),
+                job_type=self.job_type,
                 name=name,
                 dir=str(folder),
                 mode=settings.mode,
@@ -148,6 +175,17 @@ class WandbLog:
             )
         except Exception as error:
             self._warn(error)
+            return
+        self._define_axis(self._run, self.step_key)
+
+    def _define_axis(self, run: Any, key: str) -> None:
+        """Plots every metric against `key`; a run that cannot (an old or fake wandb)
+        keeps W&B's row counter as its x-axis, which is no reason to stop logging."""
+        self._axis = key
+        try:
+            define_step_metric(run, key)
+        except Exception:
+            pass
 
     @property
     def run(self) -> Any:
@@ -180,26 +218,63 @@ class WandbLog:
         if self._worker is not None:
             self._worker.submit(task)
 
-    def log(self, record: dict[str, Any], step: int) -> None:
-        values = {k: v for k, v in record.items() if v is not None}
-        self._submit(lambda run: run.log(values, step=step))
+    def _step_row(self) -> dict[str, Any]:
+        return {} if self._last_step is None else {self.step_key: self._last_step}
 
-    def log_images(self, images: dict[str, Path]) -> None:
+    def _log_row(self, row: dict[str, Any], media: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Logs `row` (and `media()`, made on the worker) as one W&B row, with the videos
+        waiting for it."""
+        videos, self._videos = self._videos, []
+        key = self.step_key
+
         def log(run: Any) -> None:
-            import wandb
+            if key != self._axis:
+                self._define_axis(run, key)
+            full = {**row, **(media() if media is not None else {})}
+            if videos:
+                from sparseq.outputs.video import log_video_to_wandb
 
-            run.log({key: wandb.Image(str(path)) for key, path in images.items() if path.exists()})
+                step = {key: row[key]} if key in row else {}
+                merge = False if full else None  # into the row that follows, when one does
+                for video_key, video in videos:
+                    log_video_to_wandb(_RowRun(run, step, commit=merge), video_key, video)
+            if full:
+                run.log(full)
 
         self._submit(log)
 
-    def log_video(self, key: str, video: Any) -> None:
-        """An evaluation video (a sparseq.outputs.video.VideoResult) as a W&B video."""
-        from sparseq.outputs.video import log_video_to_wandb
+    def log(self, record: dict[str, Any], step: int) -> None:
+        """One log point; the row carries the step counter (the record's, else `step`)."""
+        self.step_key = next((k for k in STEP_UNITS if k in record), self.step_key)
+        values = {k: v for k, v in record.items() if v is not None}
+        values.setdefault(self.step_key, step)
+        self._last_step = values[self.step_key]
+        self._log_row(values)
 
-        self._submit(lambda run: log_video_to_wandb(run, key, video))
+    def log_images(self, images: dict[str, Path], *, step: int | None = None) -> None:
+        """Images (the plots at the end) at `step`, by default the last logged step."""
+        row = {self.step_key: step} if step is not None else self._step_row()
+        present = {key: path for key, path in images.items() if path.exists()}
+        if not present:
+            return
+
+        def media() -> dict[str, Any]:
+            import wandb
+
+            return {key: wandb.Image(str(path)) for key, path in present.items()}
+
+        self._log_row(row, media)
+
+    def log_video(self, key: str, video: Any) -> None:
+        """An evaluation video (a sparseq.outputs.video.VideoResult) as a W&B video. The
+        runner records it just before its log point's `log`: it goes into that row."""
+        if self._worker is not None:
+            self._videos.append((key, video))
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Writes the summary, finishes the W&B run and waits for every call before."""
+        if self._videos:  # videos no log point followed
+            self._log_row(self._step_row())
 
         def finish(run: Any) -> None:
             for key, value in summary.items():
@@ -211,6 +286,16 @@ class WandbLog:
             self._worker.shutdown(wait=True)
             self._worker = None
             self._run = None
+
+
+class _RowRun:
+    """A run whose `log` adds `extra` to each row (log_video_to_wandb logs through it)."""
+
+    def __init__(self, run: Any, extra: dict[str, Any], commit: bool | None = None):
+        self._run, self._extra, self._commit = run, extra, commit
+
+    def log(self, data: dict[str, Any], **kwargs: Any) -> None:
+        self._run.log({**self._extra, **data}, commit=self._commit, **kwargs)
 
 
 def new_run_id() -> str:
