@@ -61,7 +61,12 @@ LEARNER_DIAGNOSTICS = {
 
 
 class NonFiniteError(RuntimeError):
-    """A loss or parameter became NaN/Inf; the message names the step and the stage."""
+    """A loss or parameter became NaN/Inf; the message names the step and the stage
+    (and, in a pack, the seeds: `seeds`)."""
+
+    def __init__(self, message: str, seeds: list[int] | None = None):
+        super().__init__(message)
+        self.seeds = list(seeds or [])
 
 
 def loop_kind(config: PipelineConfig) -> str:
@@ -589,23 +594,32 @@ class Trainer:
         return state, status
 
     def _guard(self, state: TrainState, metrics: dict[str, np.ndarray]) -> None:
+        """NonFiniteError naming the step, the stage and (a pack) the seeds that diverged."""
         last_good = self.checkpointer.latest_step()
         keep = f"last good checkpoint: step {last_good}" if last_good is not None else "no checkpoint was written yet"
-        for seed_run in self.seed_runs:
-            of_seed = f" of seed {seed_run.seed}" if self.packed else ""
-            step = first_non_finite_step(seed_run.metrics_slice(metrics))
-            if step is not None:
-                raise NonFiniteError(
-                    f"non-finite loss at {self._unit_name} {step}{of_seed} (stage: learner update); {keep}"
-                )
+        bad = {r.seed: first_non_finite_step(r.metrics_slice(metrics)) for r in self.seed_runs}
+        bad = {seed: step for seed, step in bad.items() if step is not None}
+        if bad:
+            step = min(bad.values())
+            raise NonFiniteError(
+                f"non-finite loss at {self._unit_name} {step}{self._of_seeds(bad)} (stage: learner update); {keep}",
+                seeds=sorted(bad),
+            )
         if bool(_all_finite(state.learner)):
             return
         steps = int(np.max(metrics["steps"][-1]))
-        diverged = [r for r in self.seed_runs if not bool(_all_finite(r.state_slice(state.learner)))]
-        of_seed = f" of seed {diverged[0].seed}" if self.packed and diverged else ""
+        diverged = [r.seed for r in self.seed_runs if not bool(_all_finite(r.state_slice(state.learner)))]
         raise NonFiniteError(
-            f"non-finite parameters by {self._unit_name} {steps}{of_seed} (stage: learner update or operators); {keep}"
+            f"non-finite parameters by {self._unit_name} {steps}{self._of_seeds(diverged)} "
+            f"(stage: learner update or operators); {keep}",
+            seeds=diverged,
         )
+
+    def _of_seeds(self, seeds: Any) -> str:
+        if not self.packed:
+            return ""
+        seeds = sorted(seeds)
+        return f" of seed {seeds[0]}" if len(seeds) == 1 else f" of seeds {', '.join(map(str, seeds))}"
 
     def _postfix(self, records: list[dict[str, Any]]) -> dict[str, str]:
         """The progress bar's return and loss: the recent training episodes' (the mean
@@ -752,7 +766,7 @@ def _execute(trainer: Trainer, state: TrainState) -> RunResult:
     except NonFiniteError as error:
         steps = trainer.cycle * trainer.steps_per_cycle
         for seed_run in trainer.seed_runs:
-            diverged = not trainer.packed or f"of seed {seed_run.seed} " in str(error)
+            diverged = not trainer.packed or seed_run.seed in error.seeds
             summary = {"status": "non-finite" if diverged else "stopped (another seed diverged)"}
             write_json(seed_run.folder / "summary.json", {**summary, trainer.step_unit: steps})
             seed_run.close(summary["status"])
