@@ -64,6 +64,8 @@ class Context:
     quick: bool = False
     peer_python: str = ""
     """The bench venv's python for peers (bench/peers/README.md); empty skips them."""
+    peer_python_rejax: str = ""
+    """The python of the rejax bench venv (the seeds section's peer); empty skips it."""
     figures: dict[str, float] = dataclasses.field(default_factory=dict)
     timers: dict[str, "Timer"] = dataclasses.field(default_factory=dict)
     rows: list[Row] = dataclasses.field(default_factory=list)
@@ -285,14 +287,16 @@ def runner_timer(pipeline: Pipeline, kind: str, cycles: int, seed: int = 0, warm
     """One learning chunk of `cycles` update cycles through `ChunkRunner` (the code
     `sparseq train` runs, metrics fetched to the host included), after the collect-only
     warm-up phase the runner also goes through first; units are environment steps."""
-    state = pipeline.init(jax.random.key(seed))
+    keys = jax.random.key(seed) if pipeline.seeds is None else jnp.stack([jax.random.key(s) for s in pipeline.seeds])
+    state = pipeline.init(keys)
     first_learning = 0
     while not pipeline.learns_in_cycle(first_learning):
         first_learning += 1
     runner = ChunkRunner(pipeline, kind, max_cycles=max(cycles, first_learning))
     if first_learning:
         state = runner(state, False, first_learning)[0]
-    return Timer(lambda s: runner(s, True, cycles)[0], state, cycles * pipeline.steps_per_cycle, warmup)
+    seeds = 1 if pipeline.seeds is None else len(pipeline.seeds)
+    return Timer(lambda s: runner(s, True, cycles)[0], state, cycles * pipeline.steps_per_cycle * seeds, warmup)
 
 
 def runner_seconds_per_chunk(
@@ -818,6 +822,45 @@ def boundary(ctx: Context) -> None:
             ctx.report(f"{label}: wall/boundary", (bounded["total"] - plain["total"]) / 3, "s", note="replay not saved")
 
 
+# ---------------------------------------------------------------------------------
+# Seeds in one process (issue 16): S seeds of DQN in lockstep on one pool
+
+SEED_COUNTS = (1, 4, 8)
+SEEDS_TARGETS = {"cpu": ">= 1.3 (S=8)", "gpu": ">= 6 (S=8)"}
+
+
+@section("seeds")
+def seeds(ctx: Context) -> None:
+    """DQN on CartPole-v1 and LunarLander-v3, S = 1, 4, 8 seeds in one process: aggregate env steps/s vs S = 1."""
+    target = SEEDS_TARGETS["gpu" if jax.default_backend() == "gpu" else "cpu"]
+    for name in ("dqn-cartpole", LUNAR):
+        steps = ctx.size(10_000, 2_000)
+        timers = {}
+        for count in SEED_COUNTS:
+            # S = 1 is the plain single-seed run (what one process per seed gets); S > 1 a pack.
+            flags = ["--run.seeds", *map(str, range(count))] if count > 1 else []
+            pipeline = build_pipeline(load_config(name, flags))
+            timers[count] = runner_timer(pipeline, "scan", max(steps // pipeline.steps_per_cycle, 1))
+        rates = interleaved_rates(timers, ctx.size(5, 3))
+        task = load_config(name).env.task_id
+        for count in SEED_COUNTS:
+            ctx.report(f"{task} S={count}", rates[count], "steps/s", note="aggregate over the seeds, interleaved")
+        for count in SEED_COUNTS[1:]:
+            ratio_target = target if count == SEED_COUNTS[-1] else ""
+            ctx.report(f"{task} S={count} / S=1", rates[count] / rates[1], "x", target=ratio_target)
+    if ctx.peer_python_rejax:
+        from peers.run_peer import run_rejax
+
+        peer = {count: run_rejax(ctx.peer_python_rejax, count, ctx.size(50_000, 10_000)) for count in SEED_COUNTS}
+        if all(peer.values()):
+            for count in SEED_COUNTS:
+                rate = peer[count]["aggregate_steps_per_s"]
+                ctx.report(f"rejax CartPole S={count}", rate, "steps/s", note="gymnax, vmapped train, compile excluded")
+            for count in SEED_COUNTS[1:]:
+                ratio = peer[count]["aggregate_steps_per_s"] / peer[1]["aggregate_steps_per_s"]
+                ctx.report(f"rejax CartPole S={count} / S=1", ratio, "x")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated section names (their requirements run too)")
@@ -828,6 +871,11 @@ def main(argv: list[str] | None = None) -> int:
         default="/work/bench-venv/bin/python",
         help="python of the bench venv with the peers (SBX); see bench/peers/README.md",
     )
+    parser.add_argument(
+        "--peer-python-rejax",
+        default="/work/bench-venv-rejax/bin/python",
+        help="python of the bench venv with rejax (seeds section); see bench/peers/README.md",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for s in SECTIONS.values():
@@ -836,7 +884,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = resolve([n.strip() for n in args.only.split(",") if n.strip()] or list(SECTIONS))
     print(machine_line(), flush=True)
-    ctx = Context(quick=args.quick, peer_python=args.peer_python)
+    ctx = Context(quick=args.quick, peer_python=args.peer_python, peer_python_rejax=args.peer_python_rejax)
     started = time.perf_counter()
     for name in names:
         ctx.current = name
