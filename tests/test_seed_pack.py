@@ -5,6 +5,7 @@ folder of its own; the pack resumes exactly; bad input is one line."""
 
 import dataclasses
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -86,7 +87,10 @@ def test_a_pack_writes_a_run_folder_per_seed_that_report_reads(tmp_path, monkeyp
     from sparseq.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "dqn-cartpole", "--run.name=pack", "--run.seeds", "4", "9", *TINY]) == 0
+    # A boundary at 600 (each seed's environments re-seeded as its single run's) and an
+    # evaluation per seed, on a pool of its own.
+    flags = [*TINY, "--run.checkpoint-every=600", "--eval.every=600", "--eval.episodes=2"]
+    assert main(["train", "dqn-cartpole", "--run.name=pack", "--run.seeds", "4", "9", *flags]) == 0
     out = capsys.readouterr().out
     (pack,) = tmp_path.glob("runs/pack-*")
     assert "2 seeds in one process" in out and f"{pack.name}/seed-9" in out
@@ -99,8 +103,19 @@ def test_a_pack_writes_a_run_folder_per_seed_that_report_reads(tmp_path, monkeyp
         assert json.loads((folder / "summary.json").read_text())["seed"] == seed
         config, _, _ = load_pipeline(folder / "pipeline.toml")
         assert config.run.seed == seed and config.run.seeds == ()
-        assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3
+        assert len((folder / "metrics.jsonl").read_text().splitlines()) == 4  # 400, 600 (a boundary), 800, 1200
     assert (pack / "seed-4" / "episodes.csv").read_text() != (pack / "seed-9" / "episodes.csv").read_text()
+    # A seed of the pack is the separate run of that seed, to the episode and evaluation.
+    assert main(["train", "dqn-cartpole", "--run.name=alone", "--run.seed", "9", *flags]) == 0
+    (alone,) = tmp_path.glob("runs/alone-*")
+    assert (alone / "episodes.csv").read_text() == (pack / "seed-9" / "episodes.csv").read_text()
+    evaluations = [
+        [json.loads(line).get("eval/return_mean") for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        for folder in (alone, pack / "seed-9")
+    ]
+    assert evaluations[0] == evaluations[1] and evaluations[0][1] is not None
+    shutil.rmtree(alone)
+    capsys.readouterr()
     assert main(["report", str(pack), "--out", str(tmp_path / "report")]) == 0
     report = capsys.readouterr().out
     assert report.startswith("2 runs") and "seeds  2" in report, report

@@ -20,6 +20,7 @@ from sparseq.outputs.report_runs import FINISHED, ReportError, RunData, group_ro
 # run.total_steps is NOT here: a longer run is a different experiment.
 NON_LEARNING_KEYS = (
     "run.seed",
+    "run.seeds",  # a seed of a pack records its own seed alone (run.seeds is empty there)
     "run.name",
     "run.out_dir",
     "run.checkpoint_dir",
