@@ -114,6 +114,15 @@ def test_a_pack_writes_a_run_folder_per_seed_that_report_reads(tmp_path, monkeyp
         for folder in (alone, pack / "seed-9")
     ]
     assert evaluations[0] == evaluations[1] and evaluations[0][1] is not None
+    # `sparseq analyze` reads a seed of a pack from the pack's checkpoints, as its run's.
+    analyses = []
+    for folder in (alone, pack / "seed-9"):
+        assert main(["analyze", str(folder), "--states", "64", "--metrics", "srank", "sparsity"]) == 0
+        lines = (folder / "analysis" / "checkpoints.jsonl").read_text().splitlines()
+        analyses.append([json.loads(line) for line in lines])
+    assert [r["env_steps"] for r in analyses[1]] == [600, 1200]
+    for a, b in zip(*analyses):
+        assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-3) for k in a)
     shutil.rmtree(alone)
     capsys.readouterr()
     assert main(["report", str(pack), "--out", str(tmp_path / "report")]) == 0

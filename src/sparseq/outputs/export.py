@@ -217,6 +217,9 @@ def load_final_policy(folder: Path) -> FinalPolicy:
     folder = Path(folder)
     check_run_folder(folder)
     if not (folder / POLICY_FILE).exists() or not (folder / META_FILE).exists():
+        seeds = sorted(p.name for p in folder.glob("seed-*") if (p / "pipeline.toml").exists())
+        if seeds:
+            raise ExportError(f"{folder}: a pack of {len(seeds)} seeds; each has its policy: {folder / seeds[0]}, ...")
         raise ExportError(f"{folder}: no final policy ({POLICY_FILE}); the run did not finish or predates export")
     config = _read_config(folder)
     try:

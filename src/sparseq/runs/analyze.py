@@ -39,25 +39,45 @@ def analyze_run(run: Path, options: AnalysisConfig) -> tuple[Path, list[dict]]:
     from sparseq.runs.analysis import Analyzer, acting_network
     from sparseq.runs.checkpoint import Checkpointer, CheckpointError
     from sparseq.runs.resume import checkpoints_of, find_run_folder
+    from sparseq.runs.runner import initial_keys
+    from sparseq.runs.seed_run import SeedRun, pack_of
 
     folder = find_run_folder(str(run))
     config, _, _ = load_pipeline(folder / "pipeline.toml")
-    pipeline = build_pipeline(config, source_of=lambda key: str(folder / "pipeline.toml"))
-    template = pipeline.init(jax.random.key(config.run.seed))
+    if config.run.seeds:
+        raise UsageError(
+            f"sparseq analyze: {folder}: a pack of seeds; analyse one: {folder}/seed-{config.run.seeds[0]}"
+        )
+    # A seed of a pack: the pack's checkpoints, this seed's slice of them.
+    pack = pack_of(folder)
+    saved = load_pipeline(pack / "pipeline.toml")[0] if pack is not None else config
+    pipeline = build_pipeline(saved, source_of=lambda key: str(folder / "pipeline.toml"))
+    seed_run = SeedRun(config, folder, saved.run.seeds.index(config.run.seed) if pack is not None else None)
+    template = pipeline.init(initial_keys(saved))
     try:
-        check_analysable(acting_network(template.learner))
+        check_analysable(acting_network(seed_run.state_slice(template.learner)))
     except (AnalysisError, ValueError) as error:
         raise UsageError(f"sparseq analyze: {folder}: {error}") from None
-    checkpointer = Checkpointer(checkpoints_of(folder, config), include_replay=config.run.checkpoint_replay)
+    checkpoints = checkpoints_of(pack if pack is not None else folder, saved)
+    checkpointer = Checkpointer(checkpoints, include_replay=saved.run.checkpoint_replay)
     steps = checkpointer.all_steps()
     if not steps:
         raise CheckpointError(f"{checkpointer.directory}: no checkpoint to analyse")
-    analyzer = Analyzer(options, pipeline, config.run.seed, pipeline.steps_per_cycle)
+    analyzer = Analyzer(options, pipeline.member, config.run.seed, pipeline.steps_per_cycle)
     weights_only = [m for m in options.metrics if m in ("sparsity", "weight_norm")]
     records, previous = [], None
     try:
         for step in steps:
             state, has_replay = _restore(checkpointer, step, template)
+            if pack is not None:
+                state = dataclasses.replace(
+                    state,
+                    collector=None,
+                    **{
+                        k: seed_run.state_slice(getattr(state, k))
+                        for k in ("replay", "learner", "operators", "env_steps", "key")
+                    },
+                )
             network = acting_network(state.learner)
             record = {pipeline.step_unit: step}
             if has_replay:

@@ -66,13 +66,6 @@ def find_run_folder(run: str, out_dir: str = "runs") -> Path:
         raise ConfigError(run, "run folder not found")
     if not (path / "pipeline.toml").exists():
         raise ConfigError(display(path), "not a run folder (no pipeline.toml)")
-    pack = pack_of(path)
-    if pack is not None:
-        raise ConfigError(
-            display(path),
-            f"is one seed of the packed run {display(pack)}, whose seeds resume together: "
-            f"sparseq train --resume {display(pack)}",
-        )
     return path
 
 
@@ -128,6 +121,13 @@ def prepare_resume(run: str, overrides: list[str]) -> ResumePlan:
     """Loads and checks everything a resume needs; raises ConfigError/CheckpointError,
     or AlreadyFinished when the run has nothing left to do."""
     folder = find_run_folder(run)
+    pack = pack_of(folder)
+    if pack is not None:
+        raise ConfigError(
+            display(folder),
+            f"is one seed of the packed run {display(pack)}, whose seeds resume together: "
+            f"sparseq train --resume {display(pack)}",
+        )
     pipeline_file = folder / "pipeline.toml"
     saved, _, _ = load_pipeline(pipeline_file)
     config, _, _ = load_pipeline(pipeline_file, overrides)
