@@ -37,9 +37,11 @@ class AlreadyFinished(Exception):
 
 def _with_horizon(tree: dict[str, Any]) -> dict[str, Any]:
     """The config dict with run.schedule_steps resolved (0 means run.total_steps), so
-    a resume that changed total_steps and recorded the old one compares equal."""
+    a resume that changed total_steps and recorded the old one compares equal; and
+    run.seeds, which older checkpoints lack, as its default."""
     run = dict(tree.get("run", {}))
     run["schedule_steps"] = run.get("schedule_steps") or run.get("total_steps")
+    run["seeds"] = list(run.get("seeds") or [])  # absent from checkpoints written before run.seeds existed
     return {**tree, "run": run}
 
 
