@@ -27,6 +27,7 @@ commands:
   export RUN [--out PATH]                      write the final policy in sparse form
   evaluate RUN_OR_EXPORT [--episodes N]        episodes of a final/exported policy [--video: an MP4]
   analyze RUN [--states N]                     srank, dormant neurons, churn, sparsity over its checkpoints
+  sweep SWEEP.toml [--out DIR] [--local]       a grid of runs as Ray tasks; a re-run does only the missing work
 
 `sparseq train PIPELINE --help` shows every key of the pipeline with its value."""
 
@@ -246,6 +247,7 @@ COMMANDS = {
     "export": _lazy_command("sparseq.outputs.export"),
     "evaluate": _lazy_command("sparseq.outputs.evaluate"),
     "analyze": _lazy_command("sparseq.runs.analyze"),
+    "sweep": _lazy_command("sparseq.sweeps.command"),
 }
 
 

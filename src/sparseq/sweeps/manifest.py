@@ -1,0 +1,77 @@
+"""SWEEP_DIR/sweep.json: the expanded grid, written on the first invocation.
+
+A re-run must describe the same runs, or the folder would mix results of two
+different sweeps under one name: a changed or removed run is an error naming what
+changed. Only added runs are accepted (a new seed, a new axis value); they are
+appended to the manifest.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sparseq.runs.checkpoint import write_json
+from sparseq.runs.provenance import now
+from sparseq.sweeps.errors import SweepError
+from sparseq.sweeps.grid import GridPoint
+from sparseq.sweeps.spec import SweepSpec
+
+SHOWN = 3  # changes listed in the error line
+
+
+def _normal(data: Any) -> Any:
+    """As JSON reads it back (tuples -> lists), so old and new compare equal."""
+    return json.loads(json.dumps(data))
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    changes = []
+    if old.get("pipeline_path") != new["pipeline_path"]:
+        changes.append(f"pipeline {old.get('pipeline_path')} -> {new['pipeline_path']}")
+    before, after = old.get("assignments", {}), new["assignments"]
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            changes.append(f"{key} {before.get(key, '(unset)')!r} -> {after.get(key, '(unset)')!r}")
+    return changes
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SweepError(f"{path}: unreadable sweep manifest ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise SweepError(f"{path}: not a sweep manifest (no runs list)")
+    return data
+
+
+def reconcile(path: Path, spec: SweepSpec, points: list[GridPoint]) -> list[str]:
+    """Writes the manifest (first invocation) or checks the grid against it; returns
+    the ids this invocation added. SweepError when a run changed or went missing."""
+    new = {p.id: _normal(p.record()) for p in points}
+    old = read_manifest(path)
+    if old is None:
+        manifest = {"name": spec.name, "sweep_file": str(spec.path.resolve()), "created": now()}
+        write_json(path, {**manifest, "runs": list(new.values())})
+        return list(new)
+    recorded = {r.get("id"): r for r in old["runs"]}
+    problems = []
+    for run_id, record in recorded.items():
+        if run_id not in new:
+            problems.append(f"run {run_id} is no longer in the grid")
+            continue
+        problems.extend(f"{run_id}: {change}" for change in _changes(record, new[run_id]))
+    if problems:
+        more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
+        raise SweepError(
+            f"{spec.source}: the grid differs from {path}: {'; '.join(problems[:SHOWN])}{more}; "
+            "a re-run may only add runs (give a new --out for a different sweep)"
+        )
+    added = [run_id for run_id in new if run_id not in recorded]
+    if added:
+        old["runs"].extend(new[run_id] for run_id in added)
+        old.setdefault("extended", []).append({"time": now(), "runs": added})
+        write_json(path, old)
+    return added
