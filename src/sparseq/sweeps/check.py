@@ -39,7 +39,6 @@ def resolve_pipelines(spec: SweepSpec) -> dict[str, Path]:
 
 def _table_of(spec: SweepSpec, key: str) -> str:
     """The sweep file's table that set `key` (for the error line)."""
-    key = key.removeprefix("--").replace("-", "_")
     if key in spec.grid:
         return f"sweep.grid.{key}"
     if key in spec.overrides:
@@ -52,8 +51,10 @@ def _table_of(spec: SweepSpec, key: str) -> str:
 
 
 def _reworded(spec: SweepSpec, point: GridPoint, error: ConfigError) -> SweepError:
-    if error.source == CLI:  # one of the sweep's own assignments
-        shown = ConfigError(spec.source, error.reason, _table_of(spec, error.key), error.value)
+    if error.source == CLI:  # one of the sweep's own assignments: shown as the file has it, not as flag text
+        key = error.key.removeprefix("--").replace("-", "_")
+        value = point.assignments.get(key, error.value)
+        shown = ConfigError(spec.source, error.reason, _table_of(spec, key), value, has_value=True)
         return SweepError(f"{shown} (run {point.id})")
     # The pipeline file (or a file it extends) is itself bad: name it.
     return SweepError(f"{spec.source}: pipeline {point.pipeline!r}: {error}")

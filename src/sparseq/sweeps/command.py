@@ -23,13 +23,10 @@ from sparseq.sweeps.plan import Action, Step
 USAGE = "sparseq sweep SWEEP.toml [--out DIR] [--workers N | --address ADDR | --local] [--retry-failed] [--dry-run]"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, as every sparseq error
-        raise SweepError(f"sweep: {message} (usage: {USAGE})")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sparseq sweep", usage=USAGE, description="Run a grid of training runs (docs/sweeps.md).")
+    from sparseq.outputs.args import OneLineParser  # bad flags: one line, as every sparseq error
+
+    parser = OneLineParser(prog="sparseq sweep", usage=USAGE, description="A grid of training runs (docs/sweeps.md).")
     parser.add_argument("sweep_file", help="the sweep file (TOML)")
     parser.add_argument("--out", help="the sweep folder (default: sweeps/NAME)")
     parser.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: this machine's cores)")
@@ -102,6 +99,7 @@ def run_sweep(options: argparse.Namespace) -> int:
     configs = check_points(spec, points, lambda point: sweep_flags(spec, layout, point))
     by_id = {p.id: p for p in points}
     if options.dry_run:
+        reconcile(layout.manifest, spec, points, write=False)
         steps = plan(layout, list(by_id), options.retry_failed)
         print(_summary_line(spec.name, layout, steps), file=sys.stderr)
         for step in steps:
@@ -112,6 +110,10 @@ def run_sweep(options: argparse.Namespace) -> int:
         from sparseq.sweeps.ray_backend import import_ray
 
         ray = import_ray()  # before the folder is touched: a missing Ray changes nothing
+        if options.address:
+            from sparseq.sweeps.address import probe
+
+            probe(options.address)  # so is an unreachable cluster
     with _locked(layout):
         reconcile(layout.manifest, spec, points)
         layout.create()
@@ -175,7 +177,9 @@ def main(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         _parser().print_help()
         return 0
+    from sparseq.outputs.args import UsageError
+
     try:
         return run_sweep(_parser().parse_args(args))
-    except SweepError as error:
+    except (SweepError, UsageError) as error:
         return fail(str(error))

@@ -47,12 +47,15 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def reconcile(path: Path, spec: SweepSpec, points: list[GridPoint]) -> list[str]:
+def reconcile(path: Path, spec: SweepSpec, points: list[GridPoint], write: bool = True) -> list[str]:
     """Writes the manifest (first invocation) or checks the grid against it; returns
-    the ids this invocation added. SweepError when a run changed or went missing."""
+    the ids this invocation adds. SweepError when a run changed or went missing.
+    write=False (a dry run) checks only."""
     new = {p.id: _normal(p.record()) for p in points}
     old = read_manifest(path)
     if old is None:
+        if not write:
+            return list(new)
         manifest = {"name": spec.name, "sweep_file": str(spec.path.resolve()), "created": now()}
         write_json(path, {**manifest, "runs": list(new.values())})
         return list(new)
@@ -70,7 +73,7 @@ def reconcile(path: Path, spec: SweepSpec, points: list[GridPoint]) -> list[str]
             "a re-run may only add runs (give a new --out for a different sweep)"
         )
     added = [run_id for run_id in new if run_id not in recorded]
-    if added:
+    if added and write:
         old["runs"].extend(new[run_id] for run_id in added)
         old.setdefault("extended", []).append({"time": now(), "runs": added})
         write_json(path, old)

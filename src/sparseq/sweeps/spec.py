@@ -161,7 +161,7 @@ def _check_conflicts(spec: SweepSpec) -> None:
     source = spec.source
     for section, table in (("overrides", spec.overrides), ("grid", spec.grid)):
         for key in table:
-            value = table[key]
+            value = list(table[key]) if section == "grid" else table[key]
             if key in MANAGED_KEYS:
                 raise _error(source, f"sweep.{section}.{key}", value, "is set by the sweep for every run")
             if key in SEED_KEYS and spec.seeds:
@@ -170,7 +170,7 @@ def _check_conflicts(spec: SweepSpec) -> None:
                 raise _error(source, f"sweep.{section}.{key}", value, "the task given twice: here and in sweep.tasks")
     both = [k for k in spec.overrides if k in spec.grid]
     if both:
-        raise _error(source, f"sweep.grid.{both[0]}", spec.grid[both[0]], "also set in [sweep.overrides]")
+        raise _error(source, f"sweep.grid.{both[0]}", list(spec.grid[both[0]]), "also set in [sweep.overrides]")
     given = [k for k in SEED_KEYS if k in spec.overrides or k in spec.grid]
     if len(given) == 2:
         raise SweepError(f"{source}: seeds given twice: run.seed and run.seeds (use sweep.seeds)")

@@ -9,11 +9,13 @@ written to the sweep's events.jsonl.
 """
 
 import json
+import logging
 import os
 import shutil
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,10 @@ def run_job(data: dict[str, Any]) -> dict[str, Any]:
     os.environ.update(job.env)
     if Path(job.cwd).is_dir():
         os.chdir(job.cwd)  # relative paths in pipeline files mean what they mean for `sparseq train`
+    # What the CLI's main() quiets for `sparseq train`: gymnasium's warning at every pool
+    # creation, orbax's absl logging of read failures that are reported in one line.
+    warnings.filterwarnings("ignore", module="gymnasium")
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     started = time.time()
     append_event(Path(job.events), "start", run=job.run_id, mode=job.mode)
     print(f"sweep: {job.mode} {job.run_id} (pid {os.getpid()})", file=sys.stderr, flush=True)
