@@ -5,8 +5,12 @@ folder of its own; the pack resumes exactly; bad input is one line."""
 
 import dataclasses
 import json
+import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import equinox as eqx
@@ -15,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from tests.conftest import cli_env
-from tests.test_resume import FLAGS, SIGNAL_FLAGS, _final_arrays, _kill_after_first_checkpoint, _sparseq
+from tests.test_resume import SIGNAL_FLAGS, _final_arrays, _sparseq
 
 from sparseq.pipeline.config.build import build_pipeline, seed_config
 from sparseq.pipeline.config.loader import load_pipeline
@@ -44,7 +48,7 @@ def _pack_and_singles(name: str, seeds: tuple[int, ...], steps: int, overrides: 
     [
         ("dqn-cartpole", (0, 1, 2), 3_000, []),  # the acceptance case: S = 3
         ("isdqn-cartpole", (3, 7), 1_500, []),  # iterated heads, shared-target shift
-        ("eaudedqn-cartpole", (0, 5), 1_000, ["--exploration.member-start", "1.0"]),  # a population, pruning
+        ("eaudedqn-cartpole", (0, 5), 800, ["--exploration.member-start", "1.0"]),  # a population, pruning
         ("sac-hopper", (0, 1), 400, ["--learner.warmup", "200"]),  # continuous actions, actor and critic
     ],
 )
@@ -193,61 +197,62 @@ def test_the_guard_names_the_one_seed_that_diverged(make_config):
 
 
 PACK = ["--run.seeds", "0", "1"]
+# Seeds of 2 environments and 2 collection steps per cycle: the pool's order of the saved
+# actions is not the seeds' order.
+PACK_FLAGS = [*SIGNAL_FLAGS, *PACK, "--env.num-envs=2", "--learner.update-every=4", "--run.checkpoint-every=4000"]
 
 
-def test_a_killed_pack_resumes_exactly(tmp_path):
-    flags = [*FLAGS, *PACK]
-    straight = _sparseq(tmp_path, "train", "dqn-cartpole", "--run.name=straight", *flags)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = _kill_after_first_checkpoint(tmp_path, "killed", "dqn-cartpole", flags)
-    resumed = _sparseq(tmp_path, "train", "--resume", str(killed))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    (reference,) = tmp_path.glob("runs/straight-*")
-    for seed in (0, 1):
-        for name in ("metrics.jsonl", "episodes.csv"):
-            assert (killed / f"seed-{seed}" / name).read_text() == (reference / f"seed-{seed}" / name).read_text()
-        assert json.loads((killed / f"seed-{seed}" / "summary.json").read_text())["segments"] == 2
-    a = _final_arrays(next(tmp_path.glob("checkpoints/straight-*")))
-    b = _final_arrays(next(tmp_path.glob("checkpoints/killed-*")))
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-def test_a_pack_stopped_between_boundaries_resumes_from_elsewhere_exactly(tmp_path):
-    """SIGTERM between boundaries of a pack whose seeds have 2 environments each and
-    2 collection steps per cycle: the actions since the boundary, saved in the pool's
-    order, step a fresh pool back to where every seed was."""
-    import subprocess
-    import sys
-    import time
-
-    flags = [*SIGNAL_FLAGS, *PACK, "--env.num-envs=2", "--learner.update-every=4", "--run.checkpoint-every=4000"]
-    straight = _sparseq(tmp_path, "train", "dqn-cartpole", "--run.name=straight", *flags)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sparseq.cli", "train", "dqn-cartpole", "--run.name=stopped", *flags],
-        cwd=tmp_path,
+def _start_pack(cwd: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sparseq.cli", "train", "dqn-cartpole", f"--run.name={name}", *PACK_FLAGS],
+        cwd=cwd,
         env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
+
+
+def _after_the_boundary(cwd: Path, name: str, process: subprocess.Popen) -> None:
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        if list(tmp_path.glob("checkpoints/stopped-*/4000")):  # past the boundary at 4000
-            break
+        if list(cwd.glob(f"checkpoints/{name}-*/4000")):
+            return
         time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-2000:]
-    (stopped,) = tmp_path.glob("runs/stopped-*")
+
+
+def test_a_pack_killed_or_stopped_resumes_exactly(tmp_path):
+    """SIGKILL after the boundary at 4000 (resumed from it), and SIGTERM between
+    boundaries (the checkpoint keeps the actions since the boundary, in the pool's
+    order, and a fresh pool steps through them; resumed from another working
+    directory): every seed's outputs and the final state equal the straight run's."""
+    straight = _sparseq(tmp_path, "train", "dqn-cartpole", "--run.name=straight", *PACK_FLAGS)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killing = _start_pack(tmp_path, "killed")
+    _after_the_boundary(tmp_path, "killed", killing)
+    os.killpg(killing.pid, signal.SIGKILL)
+    killing.communicate(timeout=60)
+    assert not list(tmp_path.glob("checkpoints/killed-*/8000")), "the run finished before it was killed"
+    stopping = _start_pack(tmp_path, "stopped")
+    _after_the_boundary(tmp_path, "stopped", stopping)
+    stopping.send_signal(signal.SIGTERM)
+    _, stderr = stopping.communicate(timeout=120)
+    assert stopping.returncode == 130, stderr[-2000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    resumed = _sparseq(elsewhere, "train", "--resume", str(stopped))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "stepping the environments through" in resumed.stderr
     (reference,) = tmp_path.glob("runs/straight-*")
-    for seed in (0, 1):
-        for name in ("metrics.jsonl", "episodes.csv"):
-            assert (stopped / f"seed-{seed}" / name).read_text() == (reference / f"seed-{seed}" / name).read_text()
+    for name, cwd in (("killed", tmp_path), ("stopped", elsewhere)):
+        (folder,) = tmp_path.glob(f"runs/{name}-*")
+        resumed = _sparseq(cwd, "train", "--resume", str(folder))
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert ("stepping the environments through" in resumed.stderr) == (name == "stopped")
+        for seed in (0, 1):
+            for file in ("metrics.jsonl", "episodes.csv"):
+                assert (folder / f"seed-{seed}" / file).read_text() == (reference / f"seed-{seed}" / file).read_text()
+            assert json.loads((folder / f"seed-{seed}" / "summary.json").read_text())["segments"] == 2
+        a = _final_arrays(next(tmp_path.glob("checkpoints/straight-*")))
+        b = _final_arrays(next(tmp_path.glob(f"checkpoints/{name}-*")))
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
