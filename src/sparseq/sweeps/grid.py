@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sparseq.sweeps.flags import text, to_flag
 from sparseq.sweeps.spec import TASK_KEY, SweepSpec
 
 SAFE = re.compile(r"[^A-Za-z0-9.+-]+")
@@ -55,20 +56,6 @@ class GridPoint:
         }
 
 
-def to_flag(key: str, value: Any) -> str:
-    """`--key=VALUE` in the form the loader parses: lists comma-separated (so one
-    argument always holds one key), booleans as true/false."""
-    if isinstance(value, list | tuple):
-        return f"--{key}=" + ",".join(_text(v) for v in value)
-    return f"--{key}={_text(value)}"
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def chunk_seeds(seeds: tuple[int, ...], per_process: int) -> list[tuple[int, ...]]:
     """Seeds in order, `per_process` to a process; the last chunk takes the rest."""
     return [tuple(seeds[i : i + per_process]) for i in range(0, len(seeds), per_process)]
@@ -77,7 +64,7 @@ def chunk_seeds(seeds: tuple[int, ...], per_process: int) -> list[tuple[int, ...
 def _tag_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "x".join(_tag_value(v) for v in value) or "none"
-    return SAFE.sub("_", _text(value)).strip("_") or "empty"
+    return SAFE.sub("_", text(value)).strip("_") or "empty"
 
 
 def _axis_labels(keys: list[str]) -> dict[str, str]:

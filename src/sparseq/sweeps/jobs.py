@@ -7,20 +7,22 @@ driver validated.
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sparseq.pipeline.config.paths import project_root
-from sparseq.sweeps.grid import GridPoint, to_flag
-from sparseq.sweeps.layout import SweepDir
-from sparseq.sweeps.plan import Action
-from sparseq.sweeps.spec import SweepSpec
+from sparseq.sweeps.flags import to_flag
+
+if TYPE_CHECKING:  # the worker imports Job: no pipeline (and so no JAX) before its env is set
+    from sparseq.sweeps.grid import GridPoint
+    from sparseq.sweeps.layout import SweepDir
+    from sparseq.sweeps.plan import Action
+    from sparseq.sweeps.spec import SweepSpec
 
 # Passed to every worker: where pipelines/ and envs/ are (a Ray worker does not start
 # in the driver's folder) and W&B's quiet mode, as the CLI sets it.
 WORKER_ENV = ("SPARSEQ_HOME", "WANDB_SILENT", "WANDB_MODE", "JAX_PLATFORMS", "SPARSEQ_COMPILATION_CACHE")
 
 
-def sweep_flags(spec: SweepSpec, layout: SweepDir, point: GridPoint) -> list[str]:
+def sweep_flags(spec: "SweepSpec", layout: "SweepDir", point: "GridPoint") -> list[str]:
     """The keys the sweep sets for every run: one folder layout, no progress bars (a
     worker's output goes to a log file), the W&B group unless the file sets one."""
     flags = [
@@ -55,7 +57,9 @@ class Job:
         return cls(**data)
 
 
-def make_job(spec: SweepSpec, layout: SweepDir, point: GridPoint, action: Action) -> Job:
+def make_job(spec: "SweepSpec", layout: "SweepDir", point: "GridPoint", action: "Action") -> Job:
+    from sparseq.pipeline.config.paths import project_root
+
     env = {key: os.environ[key] for key in WORKER_ENV if key in os.environ}
     env.setdefault("SPARSEQ_HOME", str(project_root().absolute()))
     env.setdefault("WANDB_SILENT", "true")

@@ -77,10 +77,23 @@ def check_feasible(ray: Any, resources: Resources, address: str | None) -> None:
         )
 
 
+def device_env(resources: Resources) -> dict[str, str]:
+    """What a run's JAX may use of the GPUs. Ray 2.60 sets CUDA_VISIBLE_DEVICES only
+    for tasks that ask for GPUs: a task asking for none would see them all, and every
+    such JAX process would claim 75% of a GPU's memory. A fraction of a GPU gets that
+    fraction of its memory (JAX's preallocation), so the runs Ray packs onto one fit."""
+    if resources.num_gpus == 0:
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    if resources.num_gpus < 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ:
+        return {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 * resources.num_gpus:.2f}"}
+    return {}
+
+
 def run_on_ray(ray: Any, jobs: list[Job], resources: Resources, tracker: Tracker) -> None:
     """Submits every job and follows them to the end; the tracker gets each outcome."""
     task = ray.remote(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_calls=1, max_retries=0)(run_job)
-    pending = {task.remote(job.to_dict()): job for job in jobs}
+    devices = device_env(resources)
+    pending = {task.remote({**job.to_dict(), "env": {**devices, **job.env}}): job for job in jobs}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)
         for ref in ready:

@@ -2,11 +2,12 @@
 table, moved along by the workers' events (start, end) and by what the backends
 report (a Ray task's result, a worker process that died without an end event)."""
 
+import sys
 from typing import Any
 
 from sparseq.sweeps.events import read_events
 from sparseq.sweeps.layout import SweepDir
-from sparseq.sweeps.status import FAILED, RUNNING, RunStatus, write_status
+from sparseq.sweeps.status import FAILED, QUEUED, RUNNING, RunStatus, write_status
 
 POLL_SECONDS = 3.0  # how often the driver rewrites the status table
 
@@ -18,6 +19,7 @@ class Tracker:
         self.rows = {row.run_id: row for row in rows}
         self.offset = events_offset  # events before it belong to earlier invocations
         self.ended: set[str] = set()
+        self.todo = sum(row.state == QUEUED for row in rows)  # what this invocation runs
 
     def poll(self) -> None:
         """Takes the new events into the rows and rewrites status.md/json."""
@@ -28,6 +30,7 @@ class Tracker:
                 continue
             if event.get("event") == "start":
                 row.state, row.note = RUNNING, event.get("mode", "")
+                self._say(f"{row.run_id}: running ({row.note})")
             elif event.get("event") == "end":
                 self.finish(row.run_id, event)
         write_status(self.layout, self.name, list(self.rows.values()))
@@ -41,6 +44,11 @@ class Tracker:
         if outcome.get("error"):
             row.note = str(outcome["error"])
         self.ended.add(run_id)
+        self._say(f"{run_id}: {row.state}" + (f" ({row.note})" if outcome.get("error") else ""))
+
+    def _say(self, line: str) -> None:
+        """One line per change, for whoever watches the driver (status.md has them all)."""
+        print(f"[{len(self.ended)}/{self.todo} done] {line}", file=sys.stderr, flush=True)
 
     def fail(self, run_id: str, message: str) -> None:
         self.finish(run_id, {"state": FAILED, "error": message})

@@ -87,6 +87,8 @@ def run_job(data: dict[str, Any]) -> dict[str, Any]:
     """Runs the job described by `data` (Job.to_dict()); returns its outcome."""
     job = Job.from_dict(data)
     _redirect_output(Path(job.log))
+    # Before anything imports JAX (this module imports none): JAX_PLATFORMS and the
+    # GPU variables are read when JAX is imported or first starts a backend.
     os.environ.update(job.env)
     if Path(job.cwd).is_dir():
         os.chdir(job.cwd)  # relative paths in pipeline files mean what they mean for `sparseq train`
