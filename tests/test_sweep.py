@@ -203,6 +203,9 @@ def test_flags_that_do_not_go_together(tmp_path, capsys):
     assert "--local" in sweep_error(capsys, str(path), "--local", "--address", "127.0.0.1:1")
     assert "--workers" in sweep_error(capsys, str(path), "--workers", "0")
     assert "--wrokers" in sweep_error(capsys, str(path), "--wrokers", "2")
+    big = write(tmp_path, '[sweep]\npipelines = ["dqn-cartpole"]\n[sweep.resources]\nnum_cpus = 4\n', "big.toml")
+    assert "num_cpus = 4: more than the local Ray instance's 2 CPUs" in sweep_error(capsys, str(big), "--workers", "2")
+    assert not (tmp_path / "sweeps").exists()
 
 
 def test_a_changed_grid_is_refused_but_added_runs_are_kept(tmp_path, capsys):

@@ -82,15 +82,11 @@ def _initial_rows(steps: list[Step], configs: dict[str, Any]) -> list[Any]:
 
 def run_sweep(options: argparse.Namespace) -> int:
     from sparseq.sweeps.check import check_points, resolve_pipelines
-    from sparseq.sweeps.events import append_event
     from sparseq.sweeps.grid import expand
-    from sparseq.sweeps.jobs import make_job, sweep_flags
+    from sparseq.sweeps.jobs import sweep_flags
     from sparseq.sweeps.manifest import reconcile
-    from sparseq.sweeps.orphans import wait_for_orphans
-    from sparseq.sweeps.plan import clear, plan
+    from sparseq.sweeps.plan import plan
     from sparseq.sweeps.spec import read_sweep
-    from sparseq.sweeps.status import table
-    from sparseq.sweeps.tracker import Tracker
 
     _check_flags(options)
     spec = read_sweep(Path(options.sweep_file))
@@ -107,13 +103,36 @@ def run_sweep(options: argparse.Namespace) -> int:
         return 0
     ray = None
     if not options.local:
-        from sparseq.sweeps.ray_backend import import_ray
+        from sparseq.sweeps.ray_backend import check_feasible, import_ray, start_ray
 
-        ray = import_ray()  # before the folder is touched: a missing Ray changes nothing
-        if options.address:
-            from sparseq.sweeps.address import probe
+        ray = import_ray(options.address)  # before the folder is touched: a missing Ray changes nothing
+        workers = options.workers or len(os.sched_getaffinity(0))
+        if not options.address and spec.resources.num_cpus > workers:
+            raise SweepError(
+                f"{spec.source}: sweep.resources.num_cpus = {spec.resources.num_cpus:g}: "
+                f"more than the local Ray instance's {workers} CPUs (--workers)"
+            )
+        if options.address:  # nor does a cluster that cannot be reached or run a single run
+            start_ray(ray, options.address, workers)
+            check_feasible(ray, spec.resources, options.address)
+    try:
+        return _run_locked(options, ray, spec, layout, points, configs)
+    finally:
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
 
-            probe(options.address)  # so is an unreachable cluster
+
+def _run_locked(options: argparse.Namespace, ray: Any, spec: Any, layout: SweepDir, points: list, configs: dict) -> int:
+    """The sweep folder's part: manifest, plan, jobs, status, under the folder's lock."""
+    from sparseq.sweeps.events import append_event
+    from sparseq.sweeps.jobs import make_job
+    from sparseq.sweeps.manifest import reconcile
+    from sparseq.sweeps.orphans import wait_for_orphans
+    from sparseq.sweeps.plan import clear, plan
+    from sparseq.sweeps.status import table
+    from sparseq.sweeps.tracker import Tracker
+
+    by_id = {p.id: p for p in points}
     with _locked(layout):
         reconcile(layout.manifest, spec, points)
         layout.create()
@@ -158,13 +177,10 @@ def _execute(options: argparse.Namespace, ray: Any, spec: Any, jobs: list[Any], 
             return 0
         from sparseq.sweeps.ray_backend import check_feasible, run_on_ray, start_ray
 
-        workers = options.workers or os.cpu_count() or 1
-        start_ray(ray, options.address, workers)
-        try:
-            check_feasible(ray, spec.resources, options.address)
-            run_on_ray(ray, jobs, spec.resources, tracker)
-        finally:
-            ray.shutdown()
+        if not ray.is_initialized():  # a local instance: started only when there is work
+            start_ray(ray, None, options.workers or len(os.sched_getaffinity(0)))
+            check_feasible(ray, spec.resources, None)
+        run_on_ray(ray, jobs, spec.resources, tracker)
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted: re-run the same command to resume the unfinished runs", file=sys.stderr)

@@ -24,7 +24,11 @@ INSTALL = 'Ray is not installed: pip install -e ".[cluster]" (or run the grid on
 INIT_SECONDS = 25.0  # after the probe's 5 s at most: an unreachable cluster fails within 30 s
 
 
-def import_ray() -> Any:
+def import_ray(address: str | None = None) -> Any:
+    """Ray, imported (token authentication set up first when joining `address`: Ray
+    reads RAY_AUTH_MODE into its configuration when it is imported)."""
+    if address:
+        _token_auth()
     try:
         import ray
     except ImportError:
@@ -44,13 +48,27 @@ def _give_up(address: str) -> None:
     os._exit(2)
 
 
+def _token_auth() -> None:
+    """Ray 2.60 clusters use token authentication by default (`ray start` writes the
+    token to ~/.ray/auth_token), yet ray.init with an explicit address sends the token
+    only when RAY_AUTH_MODE=token: without it the GCS refuses the driver and ray.init
+    gives up after ~20 s of retries. When a token is at hand and the mode unset, the
+    driver turns token mode on, as ray.init does itself for address="auto"; a cluster
+    without authentication accepts such a driver too."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def start_ray(ray: Any, address: str | None, workers: int) -> None:
     """Joins `address`, or starts a local instance with `workers` CPUs."""
     options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         probe(address)
     else:
-        # No dashboard: it is a few seconds of start-up and a port a sweep does not need.
+        # No dashboard: a web server and a port that a sweep does not need.
         options.update(num_cpus=workers, include_dashboard=False)
     watchdog = threading.Timer(INIT_SECONDS, _give_up, args=(address or "(local)",))
     watchdog.daemon = True
