@@ -208,28 +208,41 @@ def test_flags_that_do_not_go_together(tmp_path, capsys):
     assert not (tmp_path / "sweeps").exists()
 
 
-def test_a_changed_grid_is_refused_but_added_runs_are_kept(tmp_path, capsys):
-    text = '[sweep]\npipelines = ["dqn-cartpole"]\nseeds = [0, 1]\n[sweep.overrides]\n"run.total_steps" = 3000\n'
-    path = write(tmp_path, text)
+def _reconcile(layout: SweepDir, path: Path, write: bool = True) -> list[str]:
     spec = read_sweep(path)
-    layout = SweepDir.at(None, spec.name)
+    points = expand(spec, resolve_pipelines(spec))
+    configs = check_points(spec, points, lambda p: sweep_flags(spec, layout, p))
+    return reconcile(layout.manifest, spec, points, configs, write=write)
+
+
+def test_a_changed_grid_is_refused_but_added_runs_are_kept(tmp_path, capsys):
+    (tmp_path / "mine.toml").write_text('extends = "dqn-cartpole"\n[replay]\nbatch_size = 16\n')
+    text = '[sweep]\npipelines = ["mine"]\nseeds = [0, 1]\n[sweep.overrides]\n"run.total_steps" = 3000\n'
+    path = write(tmp_path, text)
+    layout = SweepDir.at(None, "grid")
     layout.root.mkdir(parents=True)
-    assert reconcile(layout.manifest, spec, expand(spec, resolve_pipelines(spec))) == [
-        "dqn-cartpole_s0",
-        "dqn-cartpole_s1",
-    ]
+    assert _reconcile(layout, path) == ["mine_s0", "mine_s1"]
     write(tmp_path, text.replace("3000", "4000"))
     err = sweep_error(capsys, str(path))
-    assert "dqn-cartpole_s0: run.total_steps 3000 -> 4000" in err and "may only add runs" in err
+    assert "mine_s0: run.total_steps 3000 -> 4000" in err and "may only add runs" in err
     write(tmp_path, text.replace("[0, 1]", "[0]"))
-    assert "run dqn-cartpole_s1 is no longer in the grid" in sweep_error(capsys, str(path))
-    grown = read_sweep(write(tmp_path, text.replace("[0, 1]", "[0, 1, 2]")))
-    assert reconcile(layout.manifest, grown, expand(grown, resolve_pipelines(grown))) == ["dqn-cartpole_s2"]
-    assert [r["id"] for r in json.loads(layout.manifest.read_text())["runs"]][-1] == "dqn-cartpole_s2"
+    assert "run mine_s1 is no longer in the grid" in sweep_error(capsys, str(path))
+    write(tmp_path, text)
+    (tmp_path / "mine.toml").write_text('extends = "dqn-cartpole"\n[replay]\nbatch_size = 64\n')
+    assert "mine_s0: replay.batch_size 16 -> 64" in sweep_error(capsys, str(path))  # the pipeline file was edited
+    (tmp_path / "mine.toml").write_text('extends = "dqn-cartpole"\n[replay]\nbatch_size = 16\n')
+    # Another --out folder (or a renamed sweep) is the same grid: the layout's keys do not count.
+    moved = SweepDir(tmp_path / "elsewhere")
+    moved.root.mkdir()
+    (moved.manifest).write_text(layout.manifest.read_text())
+    assert _reconcile(moved, path) == []
+    grown = write(tmp_path, text.replace("[0, 1]", "[0, 1, 2]"))
+    assert _reconcile(layout, grown) == ["mine_s2"]
+    assert [r["id"] for r in json.loads(layout.manifest.read_text())["runs"]][-1] == "mine_s2"
     write(tmp_path, text)  # a dry run checks the grid too, and writes nothing
-    assert "run dqn-cartpole_s2 is no longer in the grid" in sweep_error(capsys, str(path), "--dry-run")
+    assert "run mine_s2 is no longer in the grid" in sweep_error(capsys, str(path), "--dry-run")
     with pytest.raises(SweepError):
-        reconcile(layout.manifest, spec, expand(spec, resolve_pipelines(spec)), write=False)
+        _reconcile(layout, path, write=False)
     assert len(json.loads(layout.manifest.read_text())["runs"]) == 3
 
 

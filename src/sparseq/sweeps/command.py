@@ -95,7 +95,7 @@ def run_sweep(options: argparse.Namespace) -> int:
     configs = check_points(spec, points, lambda point: sweep_flags(spec, layout, point))
     by_id = {p.id: p for p in points}
     if options.dry_run:
-        reconcile(layout.manifest, spec, points, write=False)
+        reconcile(layout.manifest, spec, points, configs, write=False)
         steps = plan(layout, list(by_id), options.retry_failed)
         print(_summary_line(spec.name, layout, steps), file=sys.stderr)
         for step in steps:
@@ -134,7 +134,7 @@ def _run_locked(options: argparse.Namespace, ray: Any, spec: Any, layout: SweepD
 
     by_id = {p.id: p for p in points}
     with _locked(layout):
-        reconcile(layout.manifest, spec, points)
+        reconcile(layout.manifest, spec, points, configs)
         layout.create()
         wait_for_orphans(layout.events)  # before the plan reads folders an old worker may still write
         steps = plan(layout, list(by_id), options.retry_failed)

@@ -2,21 +2,26 @@
 
 A re-run must describe the same runs, or the folder would mix results of two
 different sweeps under one name: a changed or removed run is an error naming what
-changed. Only added runs are accepted (a new seed, a new axis value); they are
-appended to the manifest.
+changed. Each run is recorded with its whole resolved configuration, so an edit of a
+pipeline file the sweep uses is caught as well as an edit of the sweep file. Only
+added runs are accepted (a new seed, a new axis value); they are appended.
 """
 
 import json
 from pathlib import Path
 from typing import Any
 
+from sparseq.pipeline.config.dump import to_dict
+from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.runs.checkpoint import write_json
 from sparseq.runs.provenance import now
 from sparseq.sweeps.errors import SweepError
 from sparseq.sweeps.grid import GridPoint
-from sparseq.sweeps.spec import SweepSpec
+from sparseq.sweeps.spec import MANAGED_KEYS, SweepSpec
 
 SHOWN = 3  # changes listed in the error line
+# Set by the sweep from its name and folder: a moved or renamed sweep folder is the same grid.
+LAYOUT_KEYS = (*MANAGED_KEYS, "run.wandb.group")
 
 
 def _normal(data: Any) -> Any:
@@ -24,11 +29,26 @@ def _normal(data: Any) -> Any:
     return json.loads(json.dumps(data))
 
 
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resolved(config: PipelineConfig) -> dict[str, Any]:
+    """The run's configuration as dotted key -> value, without the layout's keys."""
+    return {k: v for k, v in _normal(_flat(to_dict(config))).items() if k not in LAYOUT_KEYS}
+
+
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     changes = []
     if old.get("pipeline_path") != new["pipeline_path"]:
         changes.append(f"pipeline {old.get('pipeline_path')} -> {new['pipeline_path']}")
-    before, after = old.get("assignments", {}), new["assignments"]
+    before, after = old.get("config", {}), new["config"]
     for key in sorted(set(before) | set(after)):
         if before.get(key) != after.get(key):
             changes.append(f"{key} {before.get(key, '(unset)')!r} -> {after.get(key, '(unset)')!r}")
@@ -47,11 +67,13 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def reconcile(path: Path, spec: SweepSpec, points: list[GridPoint], write: bool = True) -> list[str]:
+def reconcile(
+    path: Path, spec: SweepSpec, points: list[GridPoint], configs: dict[str, PipelineConfig], write: bool = True
+) -> list[str]:
     """Writes the manifest (first invocation) or checks the grid against it; returns
     the ids this invocation adds. SweepError when a run changed or went missing.
-    write=False (a dry run) checks only."""
-    new = {p.id: _normal(p.record()) for p in points}
+    `configs`: each point's validated config; write=False (a dry run) checks only."""
+    new = {p.id: {**_normal(p.record()), "config": resolved(configs[p.id])} for p in points}
     old = read_manifest(path)
     if old is None:
         if not write:
