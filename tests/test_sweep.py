@@ -109,6 +109,12 @@ seeds = [0, 1]
     assert config.run.name == points[2].id
 
 
+def test_the_example_sweep_file_is_valid(capsys):
+    assert cli_main(["sweep", str(REPO / "docs" / "sweeps" / "cartpole-example.toml"), "--dry-run"]) == 0
+    planned = capsys.readouterr().out.splitlines()
+    assert len(planned) == 2 * 3 * 2 and all(line.split()[1] == "new" for line in planned)
+
+
 def test_seed_packing(tmp_path):
     assert chunk_seeds((0, 1, 2, 3, 4), 2) == [(0, 1), (2, 3), (4,)]
     assert chunk_seeds((5, 6), 3) == [(5, 6)]
@@ -390,7 +396,7 @@ def test_local_sweep_records_a_diverged_run_and_goes_on(tmp_path):
     root = tmp_path / "sweeps" / "lr"
     first = sparseq_cli(tmp_path, "sweep", str(path), "--local", timeout=240)
     assert first.returncode == 1, first.stderr[-3000:]  # not every run finished
-    good, bad = "dqn-cartpole_learning_rate-0.0003_s0", "dqn-cartpole_learning_rate-1000000000000.0_s0"
+    good, bad = "dqn-cartpole_learning_rate-0.0003_s0", "dqn-cartpole_learning_rate-1e+12_s0"
     states = {r["run_id"]: r for r in json.loads((root / "status.json").read_text())["runs"]}
     assert states[good]["state"] == "finished" and states[good]["steps"] == 1000
     assert states[bad]["state"] == "failed" and "non-finite" in states[bad]["note"]

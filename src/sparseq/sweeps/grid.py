@@ -64,6 +64,8 @@ def chunk_seeds(seeds: tuple[int, ...], per_process: int) -> list[tuple[int, ...
 def _tag_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "x".join(_tag_value(v) for v in value) or "none"
+    if isinstance(value, float):
+        value = format(value, ".12g")  # 1e12 as 1e+12, not 1000000000000.0
     return SAFE.sub("_", text(value)).strip("_") or "empty"
 
 

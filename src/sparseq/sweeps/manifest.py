@@ -49,9 +49,11 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if old.get("pipeline_path") != new["pipeline_path"]:
         changes.append(f"pipeline {old.get('pipeline_path')} -> {new['pipeline_path']}")
     before, after = old.get("config", {}), new["config"]
-    for key in sorted(set(before) | set(after)):
-        if before.get(key) != after.get(key):
-            changes.append(f"{key} {before.get(key, '(unset)')!r} -> {after.get(key, '(unset)')!r}")
+    # Keys on one side only are the schema's, not the grid's: a sparseq update that adds
+    # a key (at its default) leaves the grid as it was.
+    for key in sorted(set(before) & set(after)):
+        if before[key] != after[key]:
+            changes.append(f"{key} {before[key]!r} -> {after[key]!r}")
     return changes
 
 

@@ -72,13 +72,14 @@ def measure(folder: Path) -> tuple[int | None, float | None]:
 def refresh(layout: SweepDir, row: RunStatus) -> None:
     """Steps and return from the run's files (the summary's when it has one)."""
     folder = layout.run_folder(row.run_id)
-    summary = read_summary(folder)
-    if summary is not None and "return_recent" in summary:
-        row.steps, row.last_return = _progress(summary)
-        return
+    summary = read_summary(folder) or {}
     steps, value = measure(folder)
-    if steps is not None:
-        row.steps, row.last_return = steps, value
+    # A final summary has the final count (a diverged run's only its status and step);
+    # a stopped run's summary is stale once it is resumed.
+    final = summary if summary.get("status") in ("finished", "non-finite") else {}
+    final_steps, final_return = _progress(final)
+    row.steps = final_steps if final_steps is not None else steps
+    row.last_return = final_return if final_return is not None else value
 
 
 def _fmt_steps(row: RunStatus) -> str:
