@@ -103,8 +103,11 @@ def run_sweep(options: argparse.Namespace) -> int:
         return 0
     ray = None
     if not options.local:
+        from sparseq.sweeps.address import probe
         from sparseq.sweeps.ray_backend import check_feasible, import_ray, start_ray
 
+        if options.address:
+            probe(options.address)  # an unreachable cluster: one line within seconds
         ray = import_ray(options.address)  # before the folder is touched: a missing Ray changes nothing
         workers = options.workers or len(os.sched_getaffinity(0))
         if not options.address and spec.resources.num_cpus > workers:
@@ -183,6 +186,7 @@ def _execute(options: argparse.Namespace, ray: Any, spec: Any, jobs: list[Any], 
         run_on_ray(ray, jobs, spec.resources, tracker)
         return 0
     except KeyboardInterrupt:
+        tracker.interrupted()
         print("\ninterrupted: re-run the same command to resume the unfinished runs", file=sys.stderr)
         return 130
 

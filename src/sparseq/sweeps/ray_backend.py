@@ -13,7 +13,6 @@ import sys
 import threading
 from typing import Any
 
-from sparseq.sweeps.address import probe
 from sparseq.sweeps.errors import SweepError
 from sparseq.sweeps.jobs import Job
 from sparseq.sweeps.spec import Resources
@@ -63,11 +62,10 @@ def _token_auth() -> None:
 
 
 def start_ray(ray: Any, address: str | None, workers: int) -> None:
-    """Joins `address`, or starts a local instance with `workers` CPUs."""
+    """Joins `address` (probed first: address.probe), or starts a local instance with
+    `workers` CPUs."""
     options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address:
-        probe(address)
-    else:
+    if not address:
         # No dashboard: a web server and a port that a sweep does not need.
         options.update(num_cpus=workers, include_dashboard=False)
     watchdog = threading.Timer(INIT_SECONDS, _give_up, args=(address or "(local)",))

@@ -7,7 +7,7 @@ from typing import Any
 
 from sparseq.sweeps.events import read_events
 from sparseq.sweeps.layout import SweepDir
-from sparseq.sweeps.status import FAILED, QUEUED, RUNNING, RunStatus, write_status
+from sparseq.sweeps.status import FAILED, QUEUED, RUNNING, STOPPED, RunStatus, write_status
 
 POLL_SECONDS = 3.0  # how often the driver rewrites the status table
 
@@ -49,6 +49,12 @@ class Tracker:
     def _say(self, line: str) -> None:
         """One line per change, for whoever watches the driver (status.md has them all)."""
         print(f"[{len(self.ended)}/{self.todo} done] {line}", file=sys.stderr, flush=True)
+
+    def interrupted(self) -> None:
+        """Ctrl-C: the runs still running are stopped (a re-run resumes them)."""
+        for row in self.rows.values():
+            if row.state == RUNNING and row.run_id not in self.ended:
+                self.finish(row.run_id, {"state": STOPPED, "error": "interrupted"})
 
     def fail(self, run_id: str, message: str) -> None:
         self.finish(run_id, {"state": FAILED, "error": message})
