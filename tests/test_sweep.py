@@ -252,6 +252,21 @@ def test_a_changed_grid_is_refused_but_added_runs_are_kept(tmp_path, capsys):
     assert len(json.loads(layout.manifest.read_text())["runs"]) == 3
 
 
+def test_one_driver_per_sweep_folder(tmp_path, capsys):
+    import fcntl
+
+    path = write(tmp_path, '[sweep]\npipelines = ["dqn-cartpole"]\nseeds = [0]\n')
+    layout = SweepDir.at(None, "grid")
+    layout.root.mkdir(parents=True)
+    with layout.lock.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        err = sweep_error(capsys, str(path), "--local")
+    assert "another `sparseq sweep` (pid 4242) is running on this folder" in err
+    assert not layout.manifest.exists()
+
+
 # ----------------------------------------------------------------------------- the plan
 
 

@@ -51,11 +51,16 @@ def _locked(layout: SweepDir) -> Iterator[None]:
     """One driver per sweep folder: two would start the same runs twice. The lock
     goes with the process, so a killed driver leaves none behind."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    with layout.lock.open("w") as handle:
+    with layout.lock.open("a+") as handle:  # not "w": the holder's pid stays readable
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SweepError(f"{layout.root}: another `sparseq sweep` is running on this folder") from None
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise SweepError(
+                f"{layout.root}: another `sparseq sweep` (pid {holder}) is running on this folder"
+            ) from None
+        handle.truncate(0)
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         yield
