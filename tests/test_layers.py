@@ -1,11 +1,21 @@
-"""Imports point down: cli -> runs -> outputs -> pipeline -> analysis -> stages -> types."""
+"""Imports point down: cli -> sweeps -> runs -> outputs -> pipeline -> analysis -> stages -> types."""
 
 import ast
 
 from conftest import REPO
 
 PACKAGE = REPO / "src" / "sparseq"
-RANK = {"types": 0, "stages": 1, "analysis": 2, "pipeline": 3, "outputs": 4, "runs": 5, "cli": 6, "__init__": 6}
+RANK = {
+    "types": 0,
+    "stages": 1,
+    "analysis": 2,
+    "pipeline": 3,
+    "outputs": 4,
+    "runs": 5,
+    "sweeps": 6,
+    "cli": 7,
+    "__init__": 7,
+}
 
 
 def layer(module: str) -> str:
@@ -32,6 +42,6 @@ def test_no_module_imports_a_layer_above_its_own():
 
 
 def test_every_layer_says_what_it_may_import():
-    for folder in ("stages", "analysis", "pipeline", "runs", "outputs"):
+    for folder in ("stages", "analysis", "pipeline", "runs", "outputs", "sweeps"):
         doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
         assert doc and "import" in doc, folder

@@ -1,5 +1,7 @@
 """`sparseq sweep SWEEP.toml`: a grid of runs (pipelines x tasks x seeds x override
 axes) executed as Ray tasks, on a local Ray instance by default or on a cluster.
+It sits above runs/ (whose train and resume it calls) and may import every layer below
+it, never the CLI.
 
 One idea per module:
     spec      reading and checking the sweep file's shape

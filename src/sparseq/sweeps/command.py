@@ -197,8 +197,6 @@ def _execute(options: argparse.Namespace, ray: Any, spec: Any, jobs: list[Any], 
 
 
 def main(args: list[str]) -> int:
-    from sparseq.cli import fail
-
     if any(a in ("-h", "--help") for a in args):
         _parser().print_help()
         return 0
@@ -207,4 +205,5 @@ def main(args: list[str]) -> int:
     try:
         return run_sweep(_parser().parse_args(args))
     except (SweepError, UsageError) as error:
-        return fail(str(error))
+        print(f"sparseq: error: {error}", file=sys.stderr)  # the CLI's one-line form
+        return 2
