@@ -23,7 +23,7 @@ USAGE = """usage: sparseq COMMAND [ARGS]
 commands:
   train [PIPELINE] [--section.key VALUE ...]   train a pipeline (default: quickstart)
   list                                         list pipelines and environment presets
-  report RUN_OR_DIR ... [--out DIR]            IQM tables and plots over run folders
+  report RUN_OR_DIR ... [--out DIR] [--wandb]  IQM tables and plots over run folders (sweep folders too)
   export RUN [--out PATH]                      write the final policy in sparse form
   evaluate RUN_OR_EXPORT [--episodes N]        episodes of a final/exported policy [--video: an MP4]
   analyze RUN [--states N]                     srank, dormant neurons, churn, sparsity over its checkpoints
