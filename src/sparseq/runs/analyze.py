@@ -69,15 +69,8 @@ def analyze_run(run: Path, options: AnalysisConfig) -> tuple[Path, list[dict]]:
     try:
         for step in steps:
             state, has_replay = _restore(checkpointer, step, template)
-            if pack is not None:
-                state = dataclasses.replace(
-                    state,
-                    collector=None,
-                    **{
-                        k: seed_run.state_slice(getattr(state, k))
-                        for k in ("replay", "learner", "operators", "env_steps", "key")
-                    },
-                )
+            if pack is not None:  # this seed's slice (the pool's state has no seed axis)
+                state = seed_run.state_slice(dataclasses.replace(state, collector=None))
             network = acting_network(state.learner)
             record = {pipeline.step_unit: step}
             if has_replay:
