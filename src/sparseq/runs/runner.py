@@ -644,13 +644,15 @@ class Trainer:
         if self.analyzer is not None and state is not None and self.analyzer.due(steps):
             analysis = self.analyzer.run(state, steps)
         records = []
+        learner = state.learner if state is not None else None
         for seed_run in self.seed_runs:
-            learner = seed_run.state_slice(state.learner) if state is not None else None
             seed_metrics = seed_run.metrics_slice(metrics)
             records.append(self._log_seed(seed_run, seed_metrics, learner, steps, steps_per_second, started, analysis))
         return records
 
     def _log_seed(self, seed_run: SeedRun, metrics, learner, steps: int, steps_per_second, started, analysis):
+        """`learner`: the whole learner state (every seed's, in a pack); sliced only
+        when this seed evaluates."""
         record, episodes = summarize_chunk(metrics)
         seed_run.take_episodes(record, episodes)
         record = {
@@ -661,6 +663,7 @@ class Trainer:
         }
         evaluator = seed_run.evaluator
         if evaluator is not None and learner is not None and evaluator.due(steps):
+            learner = seed_run.state_slice(learner)
             record.update(evaluator.run(learner, steps).record())
             seed_run.eval_return = record.get("eval/return_mean")
             if evaluator.video_episodes:
