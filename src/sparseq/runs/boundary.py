@@ -49,14 +49,11 @@ def boundary_pool_seed(config: Any, boundary: int) -> int | tuple[int, ...]:
 
 
 @eqx.filter_jit(donate="all-except-first")
-def _cut_pack_streams(pack: Any, rs: eqx.Module, obs: jax.Array):
-    """`_cut_streams` for every seed of a pack: rs with a seed axis, obs (P, ...)."""
-    return eqx.filter_vmap(lambda r, o: _cut(pack.member, r, o))(rs, pack.split(obs))
-
-
-@eqx.filter_jit(donate="all-except-first")
-def _cut_streams(pipeline: Pipeline, rs: eqx.Module, obs: jax.Array):
-    return _cut(pipeline, rs, obs)
+def _cut_streams(pipeline: Any, rs: eqx.Module, obs: jax.Array):
+    """`_cut` of a pipeline, or of every seed of a pack (rs with a seed axis, obs (P, ...))."""
+    if pipeline.seeds is None:
+        return _cut(pipeline, rs, obs)
+    return eqx.filter_vmap(lambda r, o: _cut(pipeline.member, r, o))(rs, pipeline.split(obs))
 
 
 def _cut(pipeline: Pipeline, rs: eqx.Module, obs: jax.Array):
@@ -92,8 +89,7 @@ def cross_boundary(pipeline: Any, state: TrainState, seed: int | tuple[int, ...]
         return pipeline, state
     if int(np.max(state.replay.count)) > 0:
         # A copy of the (small) observations: every argument after the pipeline is donated.
-        cut = _cut_streams if pipeline.seeds is None else _cut_pack_streams
-        replay_state = cut(pipeline, state.replay, jnp.copy(state.collector.obs))
+        replay_state = _cut_streams(pipeline, state.replay, jnp.copy(state.collector.obs))
     else:
         replay_state = state.replay
     old = pipeline.collector
