@@ -246,3 +246,52 @@ def test_overlap_needs_one_cycle_more_before_learning():
     pipeline = cartpole_pipeline(warmup=0, num_envs=2)
     overlapped = dataclasses.replace(pipeline, overlap=True)
     assert overlapped.learning_starts == pipeline.learning_starts + pipeline.steps_per_cycle
+
+
+def test_overlap_runs_the_operators_on_the_learned_learner():
+    """With the operators in the overlapped window, a cycle ends as the plain order
+    would have it: gradient steps on the state from before, then the operators at the
+    cycle's step counters (a target sync falls due in this cycle)."""
+    from sparseq.pipeline.compose import OVERLAP_KEY_TAG
+
+    overlapped = dataclasses.replace(cartpole_pipeline(period=1), overlap=True)
+    state, _ = _learning_state(overlapped)
+    after, metrics = eqx.filter_jit(lambda s: overlapped.cycle(s, True))(state)
+    learned, _ = eqx.filter_jit(overlapped.learn)(
+        eqx.tree_at(lambda s: s.key, state, jax.random.fold_in(state.key, OVERLAP_KEY_TAG))
+    )
+    moved = eqx.tree_at(lambda s: s.env_steps, learned, state.env_steps + overlapped.steps_per_cycle)
+    expected, _ = eqx.filter_jit(overlapped.apply_operators)(moved, state.env_steps)
+    assert same_tree(_arrays(after.learner), _arrays(expected.learner))
+    assert same_tree(after.operators, expected.operators)
+    assert int(after.env_steps) == int(state.env_steps) + 1 and same_tree(after.key, jax.random.split(state.key)[0])
+    assert int(metrics["gradient_steps"]) == 1
+
+
+def _schedule_positions(pipeline: Pipeline, state) -> tuple[int, int, list[int]]:
+    """Where the compiled cycle sends to the pool, receives from it, and runs the
+    gradient's matrix products (traced under a transposed jvp), in its schedule."""
+    arrays, rest = eqx.partition(state, eqx.is_array)
+    # Straight-line collection, so the plain cycle's envpool calls are not in a loop body.
+    cycle = jax.jit(lambda a: eqx.filter(pipeline.cycle(eqx.combine(a, rest), True, True), eqx.is_array))
+    text = cycle.lower(arrays).compile().as_text()
+    entry = text[text.index("\nENTRY") :].splitlines()
+    send = next(i for i, line in enumerate(entry) if "custom-call(" in line and "_send" in line)
+    recv = next(i for i, line in enumerate(entry) if "custom-call(" in line and "_recv" in line)
+    # The backward pass's matrix products (an input-free broadcast may be hoisted anywhere).
+    gradient = [i for i, line in enumerate(entry) if "transpose(jvp" in line and "dot_general" in line]
+    return send, recv, gradient
+
+
+def test_overlap_schedules_the_gradient_step_between_send_and_receive():
+    """The point of the overlap: in XLA's schedule the gradient step sits between
+    handing the actions to envpool and waiting for its step, so envpool's threads
+    step the environment meanwhile; without it, the wait comes first."""
+    overlapped = dataclasses.replace(cartpole_pipeline(target="online"), overlap=True)
+    state, _ = _learning_state(overlapped)
+    send, recv, gradient = _schedule_positions(overlapped, state)
+    assert gradient and send < min(gradient) and max(gradient) < recv
+    plain = cartpole_pipeline(target="online")
+    plain_state, _ = _learning_state(plain)
+    send, recv, gradient = _schedule_positions(plain, plain_state)
+    assert gradient and recv < min(gradient)

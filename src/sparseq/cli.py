@@ -74,6 +74,9 @@ def _pop_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
 
 
 def train_command(args: list[str]) -> int:
+    from sparseq.runs.xla_threads import single_threaded_eigen
+
+    single_threaded_eigen()  # before JAX's backend starts
     from sparseq.pipeline.config.errors import CheckpointError
     from sparseq.pipeline.config.loader import load_pipeline
     from sparseq.runs.clock import compile_totals

@@ -65,6 +65,15 @@ class Exploration(eqx.Module):
         )
 
 
+class Sent(eqx.Module):
+    """What `Pipeline.send` hands to `Pipeline.receive`: the actions in flight, the
+    state's next key and the exploration metrics."""
+
+    actions: Array
+    key: Array
+    metrics: dict[str, Array]
+
+
 OVERLAP_KEY_TAG = 0x0FE71A9  # folds the learning key out of the cycle's first key (overlap)
 
 
@@ -162,10 +171,21 @@ class Pipeline(eqx.Module):
 
     def collect(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
         """One iteration of acting and collection: N environment steps into the replay."""
+        return self.receive(*self.send(state))
+
+    def send(self, state: TrainState) -> tuple[TrainState, "Sent"]:
+        """The first half of `collect`: acts, and hands the actions to the pool, whose
+        threads step the environments until `receive` waits for them."""
         actions, key, metrics = self.choose_actions(state, state.collector.obs)
-        collector_state, transition, episodes = self.collector.step(state.collector, actions)
-        state = eqx.tree_at(lambda s: s.collector, self.store(state, transition, key), collector_state)
-        return state, {**metrics, **self.episode_metrics(actions, episodes)}
+        return eqx.tree_at(lambda s: s.collector, state, self.collector.send(state.collector, actions)), Sent(
+            actions, key, metrics
+        )
+
+    def receive(self, state: TrainState, sent: "Sent") -> tuple[TrainState, dict[str, Array]]:
+        """The second half of `collect`: the pool's step of `sent` into the replay."""
+        collector_state, transition, episodes = self.collector.receive(state.collector, sent.actions)
+        state = eqx.tree_at(lambda s: s.collector, self.store(state, transition, sent.key), collector_state)
+        return state, {**sent.metrics, **self.episode_metrics(sent.actions, episodes)}
 
     def choose_actions(self, state: TrainState, obs: Array) -> tuple[Array, Array, dict[str, Array]]:
         """obs: (N, *obs_shape) -> the (N,) actions, the state's next key and the
@@ -276,35 +296,95 @@ class Pipeline(eqx.Module):
 
 def run_cycle(pipeline: Any, state: Any, learn: Any, unroll_collect: bool = False) -> tuple[Any, dict[str, Array]]:
     """The body of `Pipeline.cycle`, for any pipeline with its pieces (`collect`,
-    `overlap_source`, `_learning`, `_warming_up`, `apply_operators`,
-    `flatten_collected`, `per_seed`): a pipeline and a pack of seeds of it share it."""
+    `send`, `receive`, `overlap_source`, `_learning`, `_warming_up`,
+    `apply_operators`, `flatten_collected`, `per_seed`): a pipeline and a pack of
+    seeds of it share it."""
     steps_before = state.env_steps
-    before = state
-    if unroll_collect:
-        series = []
-        for _ in range(pipeline.collects_per_cycle):
-            state, metrics = pipeline.collect(state)
-            series.append(metrics)
-        collected = jax.tree.map(lambda *xs: jnp.stack(xs), *series)
+    if pipeline.overlap:
+        state, first, learned, metrics = _overlapped_collect(pipeline, state, learn)
+        state, rest = _collect(pipeline, state, pipeline.collects_per_cycle - 1, unroll_collect)
+        collected = first if rest is None else jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, rest)
+        # The learner from before this cycle's steps learned, a key of its own: the
+        # cycle acted with the learner it started with.
+        state = eqx.tree_at(lambda s: (s.learner, s.operators), state, (learned.learner, learned.operators))
     else:
-        state, collected = jax.lax.scan(pipeline.collect, state, None, length=pipeline.collects_per_cycle)
-    learn_from = pipeline.overlap_source(before) if pipeline.overlap else state
-    if isinstance(learn, bool):
-        learner, key, learn_metrics = (pipeline._learning if learn else pipeline._warming_up)(learn_from)
-    else:
-        # Only the learner and key come out of the conditional: a replay passed
-        # through it costs copies (iS-DQN's loop ran 13% slower that way).
-        learner, key, learn_metrics = jax.lax.cond(learn, pipeline._learning, pipeline._warming_up, learn_from)
-    if pipeline.overlap:  # the replay and learner from before this cycle's steps, a key of their own
-        state = eqx.tree_at(lambda s: s.learner, state, learner)
-    else:
+        state, collected = _collect(pipeline, state, pipeline.collects_per_cycle, unroll_collect)
+        learner, key, learn_metrics = _gradient_steps(pipeline, state, learn)
         state = eqx.tree_at(lambda s: (s.learner, s.key), state, (learner, key))
-    state, operator_metrics = pipeline.apply_operators(state, steps_before)
+        state, operator_metrics = pipeline.apply_operators(state, steps_before)
+        metrics = {**learn_metrics, **operator_metrics}
     return state, {
         **pipeline.flatten_collected(collected),
         "steps": state.env_steps,
         "updated": pipeline.per_seed(jnp.asarray(learn)),
         "gradient_steps": pipeline.per_seed(jnp.where(learn, pipeline.updates_per_cycle, 0).astype(jnp.int32)),
-        **learn_metrics,
-        **operator_metrics,
+        **metrics,
     }
+
+
+def _collect(pipeline: Any, state: Any, iterations: int, unroll: bool) -> tuple[Any, dict[str, Array] | None]:
+    """`iterations` collect iterations, their metrics stacked (None for none)."""
+    if iterations == 0:
+        return state, None
+    if not unroll:
+        return jax.lax.scan(pipeline.collect, state, None, length=iterations)
+    series = []
+    for _ in range(iterations):
+        state, metrics = pipeline.collect(state)
+        series.append(metrics)
+    return state, jax.tree.map(lambda *xs: jnp.stack(xs), *series)
+
+
+def _gradient_steps(pipeline: Any, learn_from: Any, learn: Any) -> tuple[Any, Array, dict[str, Array]]:
+    """The cycle's (learner state, key, metrics): `learn` is a Python bool (no
+    conditional) or a traced one."""
+    if isinstance(learn, bool):
+        return (pipeline._learning if learn else pipeline._warming_up)(learn_from)
+    # Only the learner and key come out of the conditional: a replay passed through
+    # it costs copies (iS-DQN's loop ran 13% slower that way).
+    return jax.lax.cond(learn, pipeline._learning, pipeline._warming_up, learn_from)
+
+
+def _overlapped_collect(pipeline: Any, state: Any, learn: Any) -> tuple[Any, dict[str, Array], Any, dict[str, Array]]:
+    """The cycle's first collect iteration with the cycle's gradient steps and
+    operators in its middle: the actions go to the pool; the gradient steps (on the
+    state from before the iteration) and the operators (which read no environment
+    data) run while envpool's threads step the environments; then the step is
+    received. Returns the state after the iteration, its metrics (1, ...), the state
+    whose learner and operators the cycle ends with, and their metrics.
+
+    Nothing in the data asks for that order, and XLA:CPU would wait for the pool
+    right after sending (it drops `optimization_barrier`s before it schedules), so
+    two dependencies that change no value pin it: the learning key depends on the
+    sent handle, the handle the receive waits on depends on every learned leaf."""
+    steps_before = state.env_steps
+    learn_from = pipeline.overlap_source(state)
+    state, sent = pipeline.send(state)
+    learn_from = eqx.tree_at(lambda s: s.key, learn_from, _after(learn_from.key, state.collector.handle))
+    learner, _, learn_metrics = _gradient_steps(pipeline, learn_from, learn)
+    ahead = eqx.tree_at(
+        lambda s: (s.learner, s.env_steps), learn_from, (learner, steps_before + pipeline.steps_per_cycle)
+    )
+    ahead, operator_metrics = pipeline.apply_operators(ahead, steps_before)
+    metrics = {**learn_metrics, **operator_metrics}
+    handle = _after(state.collector.handle, (ahead.learner, ahead.operators, metrics))
+    state, collected = pipeline.receive(eqx.tree_at(lambda s: s.collector.handle, state, handle), sent)
+    return state, jax.tree.map(lambda x: x[None], collected), ahead, metrics
+
+
+def _after(value: Array, tree: Any) -> Array:
+    """`value` (integers, or typed keys), made to depend on every leaf of `tree`: plus
+    a zero that XLA cannot fold away, since it reads the first element of each leaf."""
+    first = [_as_float(jnp.ravel(leaf)[0]) for leaf in jax.tree.leaves(tree) if jnp.size(leaf)]
+    total = sum(first, jnp.zeros((), jnp.float32))
+    zero = ((total != total) & (total == total)).astype(jnp.uint8)  # False for every float
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        data = jax.random.key_data(value)
+        return jax.random.wrap_key_data(data + zero.astype(data.dtype), impl=jax.random.key_impl(value))
+    return value + zero.astype(value.dtype)
+
+
+def _as_float(x: Array) -> Array:
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x).ravel()[0]
+    return x.astype(jnp.float32)

@@ -22,6 +22,13 @@ class Collector(Protocol):
     def step(self, state: Any, actions: Array) -> tuple[Any, Transition, EpisodeStats]:
         """actions: (N,) -> the next state, N transitions and the episode bookkeeping."""
 
+    def send(self, state: Any, actions: Array) -> Any:
+        """`step`'s first half: hands the actions (N,) over and returns at once (an
+        asynchronous pool steps meanwhile; a synchronous one may step in `receive`)."""
+
+    def receive(self, state: Any, actions: Array) -> tuple[Any, Transition, EpisodeStats]:
+        """`step`'s second half, for the `actions` sent last: `step` is `receive(send)`."""
+
 
 class Replay(Protocol):
     n_step: int

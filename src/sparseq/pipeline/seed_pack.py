@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from sparseq.pipeline.compose import OVERLAP_KEY_TAG, Pipeline, TrainState, run_cycle
+from sparseq.pipeline.compose import OVERLAP_KEY_TAG, Pipeline, Sent, TrainState, run_cycle
 
 
 class PoolShare(eqx.Module):
@@ -122,14 +122,24 @@ class SeedPack(eqx.Module):
 
     def collect(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:
         """One iteration: every seed acts on its N observations, the pool steps all P."""
-        seeds = _without_pool(state)
-        actions, keys, metrics = eqx.filter_vmap(self.member.choose_actions)(seeds, self.split(state.collector.obs))
-        pool_state, transition, episodes = self.collector.step(state.collector, self.join(actions))
+        return self.receive(*self.send(state))
+
+    def send(self, state: TrainState) -> tuple[TrainState, Sent]:
+        """Every seed acts; the pool gets all P actions (`Pipeline.send`)."""
+        actions, keys, metrics = eqx.filter_vmap(self.member.choose_actions)(
+            _without_pool(state), self.split(state.collector.obs)
+        )
+        pool_state = self.collector.send(state.collector, self.join(actions))
+        return dataclasses.replace(state, collector=pool_state), Sent(actions, keys, metrics)
+
+    def receive(self, state: TrainState, sent: Sent) -> tuple[TrainState, dict[str, Array]]:
+        """The pool's step into every seed's replay (`Pipeline.receive`)."""
+        pool_state, transition, episodes = self.collector.receive(state.collector, self.join(sent.actions))
         transition, episodes = jax.tree.map(self.split, (transition, episodes))
-        seeds = eqx.filter_vmap(self.member.store)(seeds, transition, keys)
+        seeds = eqx.filter_vmap(self.member.store)(_without_pool(state), transition, sent.key)
         return dataclasses.replace(seeds, collector=pool_state), {
-            **metrics,
-            **self.member.episode_metrics(actions, episodes),
+            **sent.metrics,
+            **self.member.episode_metrics(sent.actions, episodes),
         }
 
     def _learning(self, state: TrainState) -> tuple[Any, Array, dict[str, Array]]:

@@ -103,6 +103,9 @@ def run_job(data: dict[str, Any]) -> dict[str, Any]:
     try:
         from sparseq.runs.clock import compile_totals
         from sparseq.runs.compile_cache import enable_compilation_cache
+        from sparseq.runs.xla_threads import single_threaded_eigen
+
+        single_threaded_eigen()  # before JAX's backend starts in this worker
         from sparseq.runs.runner import NonFiniteError
 
         compile_totals()  # timing.jsonl counts compile time from here, as under `sparseq train`

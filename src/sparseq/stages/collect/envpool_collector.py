@@ -14,6 +14,7 @@ envpool's XLA functions corrupt the heap if called with x64 off (docs/stack-note
 """
 
 import contextlib
+import dataclasses
 from typing import Any, Literal
 
 import equinox as eqx
@@ -200,14 +201,30 @@ class EnvpoolCollector(eqx.Module):
         keep = keep.reshape(keep.shape + (1,) * (obs.ndim - 2))
         return jnp.where(keep, obs, jnp.zeros((), obs.dtype))
 
-    def _env_step(self, handle: Array, actions: Array) -> tuple[Array, tuple[Array, ...]]:
+    def send(self, state: CollectorState, actions: Array) -> CollectorState:
+        """Hands the actions to the pool and returns at once: envpool's threads step the
+        environments while the program goes on, until `receive` waits for them (XLA
+        mode; in host mode the step happens in `receive`).
+
+        Args:
+            actions: (N,) int32 actions, or (N, A) float32 for a continuous task.
+        """
+        if self.mode != "xla":
+            return state
+        send = self.xla_functions[1]
+        with _float64_scope(self.float64):
+            actions = actions.astype(self.action_dtype)
+            if self.float64 and self.continuous:
+                actions = actions.astype(jnp.float64)
+            handle = send(state.handle, actions)
+        return dataclasses.replace(state, handle=handle)
+
+    def _receive_step(self, handle: Array, actions: Array) -> tuple[Array, tuple[Array, ...]]:
         """Returns (handle, (next_obs, raw_reward, terminated, truncated))."""
         if self.mode == "xla":
-            step = self.xla_functions[2]
+            recv = self.xla_functions[0]
             with _float64_scope(self.float64):
-                if self.float64 and self.continuous:
-                    actions = actions.astype(jnp.float64)
-                handle, (obs, reward, terminated, truncated, info) = step(handle, actions)
+                handle, (obs, reward, terminated, truncated, info) = recv(handle)
                 raw = info["reward"] if isinstance(info, dict) and "reward" in info else reward
                 obs, raw = self._flat_obs(obs), raw.astype(jnp.float32)
             return handle, (obs, raw, terminated, truncated)
@@ -233,14 +250,19 @@ class EnvpoolCollector(eqx.Module):
         )
 
     def step(self, state: CollectorState, actions: Array) -> tuple[CollectorState, Transition, EpisodeStats]:
-        """Steps every environment once.
+        """Steps every environment once: `send`, then `receive`.
 
         Args:
             state: current collector state.
             actions: (N,) int32 actions, or (N, A) float32 for a continuous task.
         """
+        return self.receive(self.send(state, actions), actions)
+
+    def receive(self, state: CollectorState, actions: Array) -> tuple[CollectorState, Transition, EpisodeStats]:
+        """Waits for the step of the `actions` sent last and returns the next state, the
+        N transitions and the episode bookkeeping."""
         actions = actions.astype(self.action_dtype)
-        handle, (next_obs, raw_reward, terminated, truncated) = self._env_step(state.handle, actions)
+        handle, (next_obs, raw_reward, terminated, truncated) = self._receive_step(state.handle, actions)
         is_reset = state.needs_reset
         terminated = terminated & ~is_reset
         truncated = truncated & ~is_reset
