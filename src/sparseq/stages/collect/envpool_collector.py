@@ -24,6 +24,7 @@ import numpy as np
 from jax import Array
 from jax.experimental import io_callback
 
+from sparseq.stages.collect.envpool_ffi import stable_calls
 from sparseq.stages.collect.tasks import check_task_id
 from sparseq.types import EpisodeStats, Transition
 
@@ -134,9 +135,10 @@ class EnvpoolCollector(eqx.Module):
             self.float64 = self.float64 or np.dtype(space.dtype) == np.float64
         obs_dtype = np.dtype(obs_space.dtype) if not self.obs_keys else np.dtype(np.float64)
         self.obs_dtype = np.dtype(np.float32) if obs_dtype == np.float64 else obs_dtype
-        # Keep recv and step only: the first element is a numpy handle (unhashable).
+        # (recv, send): under names that do not change with the pool where the shim
+        # builds (the loop's program is then cacheable, envpool_ffi), else envpool's own.
         with _float64_scope(self.float64):
-            self.xla_functions = self.env.xla()[1:] if mode == "xla" else None
+            self.xla_functions = (stable_calls(self.env) or self.env.xla()[1:3]) if mode == "xla" else None
 
     @property
     def continuous(self) -> bool:
@@ -161,7 +163,7 @@ class EnvpoolCollector(eqx.Module):
         """Resets every environment (host side; call outside jit)."""
         if self.mode == "xla":
             with _float64_scope(self.float64):
-                handle, recv, _, _ = self.env.xla()
+                handle, recv = self.env.xla()[0], self.xla_functions[0]
                 self.env.async_reset()
                 # envpool needs one recv after async_reset before the first in-jit step.
                 handle, (obs, *_rest) = recv(handle)
