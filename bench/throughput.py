@@ -40,7 +40,10 @@ from sparseq.pipeline.config.build import build_pipeline, make_collector
 from sparseq.pipeline.config.loader import load_pipeline
 from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.runs.runner import ChunkRunner, loop_kind
+from sparseq.runs.xla_threads import single_threaded_eigen
 from sparseq.stages.collect.envpool_collector import EnvpoolCollector
+
+single_threaded_eigen()  # the XLA flags `sparseq train` runs with (nothing has started JAX's backend yet)
 
 # ---------------------------------------------------------------------------------
 # Results, sections and the registry

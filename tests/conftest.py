@@ -16,7 +16,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("WANDB_SILENT", "true")
 # The XLA flags `sparseq train` runs with, here too (before JAX's backend starts): a run
 # resumed in the test process must sum its matrix products as the CLI's processes do.
-from sparseq.runs.xla_threads import single_threaded_eigen  # noqa: E402
+from sparseq.runs.xla_threads import single_threaded_eigen
 
 single_threaded_eigen()
 
