@@ -1,11 +1,11 @@
 """JAX's persistent compilation cache, on by default for the command line.
 
-A second run of the same pipeline then loads the programs it can from disk instead of
-compiling them. The training loop itself is never served from it: envpool's XLA calls
-carry the address of their pool as an attribute, so every pool (every process, every
-checkpoint boundary) makes a new program (docs/stack-notes.md), and neither are the
-pool's reset nor `pipeline.init`; evaluation, analyses, the learner's initialisation
-and the small programs between chunks are.
+A second run of the same pipeline then loads its programs from disk instead of
+compiling them, the training loop included, and so does a checkpoint boundary (a new
+pool): sparseq calls envpool under names and operands that do not change with the pool
+(stages/collect/envpool_ffi.py). Where that shim cannot be built, programs that step a
+pool (the loop, the pool's reset, `pipeline.init`) embed the pool's address and are
+compiled anew for every pool (docs/stack-notes.md).
 
 SPARSEQ_COMPILATION_CACHE: a folder, or "off"; default: sparseq/jax under the user
 cache folder ($XDG_CACHE_HOME or ~/.cache). A cache folder JAX was already given
