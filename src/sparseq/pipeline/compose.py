@@ -173,7 +173,7 @@ class Pipeline(eqx.Module):
         """One iteration of acting and collection: N environment steps into the replay."""
         return self.receive(*self.send(state))
 
-    def send(self, state: TrainState) -> tuple[TrainState, "Sent"]:
+    def send(self, state: TrainState) -> tuple[TrainState, Sent]:
         """The first half of `collect`: acts, and hands the actions to the pool, whose
         threads step the environments until `receive` waits for them."""
         actions, key, metrics = self.choose_actions(state, state.collector.obs)
@@ -181,7 +181,7 @@ class Pipeline(eqx.Module):
             actions, key, metrics
         )
 
-    def receive(self, state: TrainState, sent: "Sent") -> tuple[TrainState, dict[str, Array]]:
+    def receive(self, state: TrainState, sent: Sent) -> tuple[TrainState, dict[str, Array]]:
         """The second half of `collect`: the pool's step of `sent` into the replay."""
         collector_state, transition, episodes = self.collector.receive(state.collector, sent.actions)
         state = eqx.tree_at(lambda s: s.collector, self.store(state, transition, sent.key), collector_state)
