@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparseq.pipeline.compile_once import filter_jit_once
 from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.pipeline.seed_pack import pool_env_seeds
 from sparseq.types import Transition
@@ -48,7 +49,7 @@ def boundary_pool_seed(config: Any, boundary: int) -> int | tuple[int, ...]:
     return pool_seed(config.run.seed, boundary)
 
 
-@eqx.filter_jit(donate="all-except-first")
+@filter_jit_once(donate="all-except-first")
 def _cut_streams(pipeline: Any, rs: eqx.Module, obs: jax.Array):
     """`_cut` of a pipeline, or of every seed of a pack (rs with a seed axis, obs (P, ...))."""
     if pipeline.seeds is None:

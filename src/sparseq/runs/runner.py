@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparseq.outputs.plots import metric_series, plot_returns, preload_plotting
+from sparseq.pipeline.compile_once import filter_jit_once
 from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches, seed_config
 from sparseq.pipeline.config.dump import to_dict, to_toml
@@ -115,7 +116,7 @@ def learner_sizes(learner_state: Any) -> dict[str, int]:
     return sizes
 
 
-@eqx.filter_jit
+@filter_jit_once
 def _all_finite(tree: Any) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
