@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from sparseq.pipeline.compile_once import filter_jit_once
+from sparseq.compile_once import filter_jit_once
 from sparseq.pipeline.prng import use_straight_line_threefry_on_cpu
 from sparseq.pipeline.protocols import Collector, Learner, Operator, Replay
 from sparseq.stages.schedules import linear_epsilon

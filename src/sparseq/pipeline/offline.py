@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from sparseq.pipeline.compile_once import filter_jit_once
+from sparseq.compile_once import filter_jit_once
 from sparseq.pipeline.protocols import Learner, Operator
 from sparseq.stages.datasets.source import DatasetSource
 from sparseq.stages.datasets.stream import DatasetSpec

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from sparseq.pipeline.compile_once import filter_jit_once
+from sparseq.compile_once import filter_jit_once
 from sparseq.pipeline.compose import OVERLAP_KEY_TAG, Pipeline, Sent, TrainState, run_cycle
 
 

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparseq.compile_once import filter_jit_once
 from sparseq.outputs.plots import metric_series, plot_returns, preload_plotting
-from sparseq.pipeline.compile_once import filter_jit_once
 from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches, seed_config
 from sparseq.pipeline.config.dump import to_dict, to_toml

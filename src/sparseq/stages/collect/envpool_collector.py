@@ -24,6 +24,7 @@ import numpy as np
 from jax import Array
 from jax.experimental import io_callback
 
+from sparseq.compile_once import filter_jit_once
 from sparseq.stages.collect.envpool_ffi import stable_calls
 from sparseq.stages.collect.tasks import check_task_id
 from sparseq.types import EpisodeStats, Transition
@@ -163,15 +164,20 @@ class EnvpoolCollector(eqx.Module):
         """Resets every environment (host side; call outside jit)."""
         if self.mode == "xla":
             with _float64_scope(self.float64):
-                handle, recv = self.env.xla()[0], self.xla_functions[0]
+                handle = self.env.xla()[0]
                 self.env.async_reset()
-                # envpool needs one recv after async_reset before the first in-jit step.
-                handle, (obs, *_rest) = recv(handle)
-                obs = self._flat_obs(obs)
-        else:
-            handle = jnp.zeros((1,), jnp.uint8)
-            obs, _ = self.env.reset()
-            obs = self._flat_obs(obs)
+                return filter_jit_once(type(self)._first_state)(self, handle)
+        obs, _ = self.env.reset()
+        return self._state_at(jnp.zeros((1,), jnp.uint8), self._flat_obs(obs))
+
+    def _first_state(self, handle: Array) -> CollectorState:
+        """The state after a reset (one program: eagerly, each op compiled its own)."""
+        # envpool needs one recv after async_reset before the first in-jit step.
+        handle, (obs, *_rest) = self.xla_functions[0](handle)
+        return self._state_at(handle, self._flat_obs(obs))
+
+    def _state_at(self, handle: Array, obs: Array) -> CollectorState:
+        """The state of fresh episodes from their first observations obs (N, ...)."""
         n = self.num_envs
         return CollectorState(
             handle=handle,
