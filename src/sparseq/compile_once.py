@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+from jax._src.core import trace_state_clean  # no public way to ask if a trace is on
 
 ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
@@ -22,4 +23,11 @@ def filter_jit_once(fun: Callable | None = None, **jitkwargs: Any) -> Any:
     `@filter_jit_once` or `@filter_jit_once(donate=...)`."""
     if fun is None:
         return functools.partial(filter_jit_once, **jitkwargs)
-    return eqx.filter_jit(fun, compiler_options=ONCE_COMPILER_OPTIONS, **jitkwargs)
+    once = eqx.filter_jit(fun, compiler_options=ONCE_COMPILER_OPTIONS, **jitkwargs)
+    nested = eqx.filter_jit(fun, **jitkwargs)  # inside a trace, options are the outer program's
+
+    @functools.wraps(fun)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return (once if trace_state_clean() else nested)(*args, **kwargs)
+
+    return call

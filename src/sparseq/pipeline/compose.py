@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from sparseq.compile_once import filter_jit_once
 from sparseq.pipeline.prng import use_straight_line_threefry_on_cpu
 from sparseq.pipeline.protocols import Collector, Learner, Operator, Replay
 from sparseq.stages.schedules import linear_epsilon
@@ -115,10 +114,8 @@ class Pipeline(eqx.Module):
             raise ValueError(f"update_every={u} must divide num_envs={n} or be a multiple of it")
 
     def init(self, key: Array) -> TrainState:
-        """Builds the initial state (host side: resets the environments); the learning
-        part is one program (`filter_jit_once`)."""
-        learning = filter_jit_once(type(self).init_learning)(self, key)
-        return dataclasses.replace(learning, collector=self.collector.init())
+        """Builds the initial state (host side: resets the environments)."""
+        return dataclasses.replace(self.init_learning(key), collector=self.collector.init())
 
     def init_learning(self, key: Array) -> TrainState:
         """The initial state without the pool's (`collector` None): pure, so a pack of

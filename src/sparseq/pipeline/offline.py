@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from sparseq.compile_once import filter_jit_once
 from sparseq.pipeline.protocols import Learner, Operator
 from sparseq.stages.datasets.source import DatasetSource
 from sparseq.stages.datasets.stream import DatasetSpec
@@ -67,22 +66,16 @@ class OfflinePipeline(eqx.Module):
         return True
 
     def init(self, key: Array) -> OfflineState:
-        """Reads the dataset (host side) and initialises the learner and operators (one
-        program, `filter_jit_once`)."""
-        learner_state, operators, key = filter_jit_once(type(self).init_learning)(self, key)
+        """Reads the dataset (host side) and initialises the learner and operators."""
+        learner_key, key = jax.random.split(key)
+        learner_state = self.learner.init(learner_key)
         return OfflineState(
             replay=self.source.load(),
             learner=learner_state,
-            operators=operators,
+            operators=tuple(op.init(learner_state) for op in self.operators),
             gradient_steps=jnp.zeros((), jnp.int32),
             key=key,
         )
-
-    def init_learning(self, key: Array) -> tuple[Any, tuple[Any, ...], Array]:
-        """(learner state, operator states, the run's key after the learner's split)."""
-        learner_key, key = jax.random.split(key)
-        learner_state = self.learner.init(learner_key)
-        return learner_state, tuple(op.init(learner_state) for op in self.operators), key
 
     def cycle(self, state: OfflineState, learn: bool = True, unroll_collect: bool = False):
         """One gradient step on a batch from the dataset, then the operators. `learn`
