@@ -8,22 +8,6 @@ import numpy as np
 from sparseq.compile_once import filter_jit_once
 
 
-def backend_compiles(fn) -> int:
-    """How many XLA programs `fn()` compiles."""
-    count = 0
-
-    def listen(event: str, duration: float, **_: object) -> None:
-        nonlocal count
-        count += event == "/jax/core/compile/backend_compile_duration"
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-    try:
-        jax.block_until_ready(fn())
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listen)
-    return count
-
-
 def test_a_run_once_program_computes_what_the_optimised_one_does():
     def draw(key, scale):
         return scale * jax.random.truncated_normal(key, -2.0, 2.0, (64, 48)) + jnp.arange(48.0)

@@ -166,10 +166,11 @@ class EnvpoolCollector(eqx.Module):
             with _float64_scope(self.float64):
                 handle = self.env.xla()[0]
                 self.env.async_reset()
-                return filter_jit_once(type(self)._first_state)(self, handle)
+                return self._first_state(handle)
         obs, _ = self.env.reset()
         return self._state_at(jnp.zeros((1,), jnp.uint8), self._flat_obs(obs))
 
+    @filter_jit_once
     def _first_state(self, handle: Array) -> CollectorState:
         """The state after a reset (one program: eagerly, each op compiled its own)."""
         # envpool needs one recv after async_reset before the first in-jit step.
