@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparseq.compile_once import filter_jit_once
+from sparseq.stages.compile_once import filter_jit_once
 
 
 def test_a_run_once_program_computes_what_the_optimised_one_does():

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparseq.compile_once import filter_jit_once
+from sparseq.stages.compile_once import filter_jit_once
 from sparseq.outputs.plots import metric_series, plot_returns, preload_plotting
 from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches, seed_config
