@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparseq.stages.compile_once import filter_jit_once
 from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.pipeline.seed_pack import pool_env_seeds
+from sparseq.stages.compile_once import filter_jit_once
 from sparseq.types import Transition
 
 

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparseq.stages.compile_once import filter_jit_once
 from sparseq.outputs.plots import metric_series, plot_returns, preload_plotting
 from sparseq.pipeline.compose import Pipeline, TrainState
 from sparseq.pipeline.config.build import build_pipeline, check_pipeline_matches, seed_config
@@ -41,6 +40,7 @@ from sparseq.runs.provenance import write_run_record
 from sparseq.runs.record import DatasetRecorder
 from sparseq.runs.seed_run import SeedRun, seed_folder_name
 from sparseq.runs.selections import append_selections, truncate_selections
+from sparseq.stages.compile_once import filter_jit_once
 from sparseq.stages.learners.value_state import value_states_of
 
 PENDING = "pending__"  # prefix of a stopped run's unlogged metrics in its checkpoint

@@ -24,9 +24,9 @@ import numpy as np
 from jax import Array
 from jax.experimental import io_callback
 
-from sparseq.stages.compile_once import filter_jit_once
 from sparseq.stages.collect.envpool_ffi import stable_calls
 from sparseq.stages.collect.tasks import check_task_id
+from sparseq.stages.compile_once import filter_jit_once
 from sparseq.types import EpisodeStats, Transition
 
 
