@@ -15,6 +15,7 @@ from jax import Array
 
 from sparseq.pipeline.prng import use_straight_line_threefry_on_cpu
 from sparseq.pipeline.protocols import Collector, Learner, Operator, Replay
+from sparseq.stages.compile_once import filter_jit_once
 from sparseq.stages.schedules import linear_epsilon
 from sparseq.types import EpisodeStats, Transition
 
@@ -115,7 +116,7 @@ class Pipeline(eqx.Module):
 
     def init(self, key: Array) -> TrainState:
         """Builds the initial state (host side: resets the environments)."""
-        return dataclasses.replace(self.init_learning(key), collector=self.collector.init())
+        return dataclasses.replace(filter_jit_once(self.init_learning)(key), collector=self.collector.init())
 
     def init_learning(self, key: Array) -> TrainState:
         """The initial state without the pool's (`collector` None): pure, so a pack of

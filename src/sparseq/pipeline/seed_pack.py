@@ -21,6 +21,7 @@ import numpy as np
 from jax import Array
 
 from sparseq.pipeline.compose import OVERLAP_KEY_TAG, Pipeline, Sent, TrainState, run_cycle
+from sparseq.stages.compile_once import filter_jit_once
 
 
 class PoolShare(eqx.Module):
@@ -117,7 +118,7 @@ class SeedPack(eqx.Module):
     def init(self, keys: Array) -> TrainState:
         """keys: (S,) one key per seed, as its single-seed run makes it (host side:
         resets the pool)."""
-        seeds = eqx.filter_jit(eqx.filter_vmap(self.member.init_learning))(keys)
+        seeds = filter_jit_once(eqx.filter_vmap(self.member.init_learning))(keys)
         return dataclasses.replace(seeds, collector=self.collector.init())
 
     def collect(self, state: TrainState, _: Any = None) -> tuple[TrainState, dict[str, Array]]:

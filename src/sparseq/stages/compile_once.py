@@ -1,11 +1,12 @@
 """`filter_jit_once`: eqx.filter_jit for programs a run calls once or a few times (the
-pool's first state, a boundary's cut, a finiteness check).
+learning state's init, the pool's first state, a boundary's cut, a finiteness check).
 
 They compile with LLVM's optimisations off (`xla_backend_optimization_level=0`): on
 XLA:CPU about 5x shorter compiles (a learner's init measured 2.2 s -> 0.4 s), and a call
 or two is too few for slower code to matter. The training loop keeps the default: at
-level 0 it ran 2.3x slower. The learning state's init stays eager: compiled, its weights
-differ in the last bit from a vmapped pack's, and a pack's seed must act as its run.
+level 0 it ran 2.3x slower. At level 0 a pack's vmapped init gives each seed the weights
+of its single run bit for bit; optimised (or eager against compiled) they differed in
+the last bit.
 """
 
 import functools
