@@ -101,7 +101,9 @@ def train_command(args: list[str]) -> int:
     from sparseq.pipeline.config.build import build_pipeline
     from sparseq.pipeline.config.paths import display
     from sparseq.runs.runner import train
+    from sparseq.runs.xla_threads import one_intra_op_thread_for_overlap
 
+    one_intra_op_thread_for_overlap(config.learner.options.overlap)  # before the backend starts
     where = display(path) if path is not None else "defaults"
     try:
         built = build_pipeline(config, source_of=lambda key: sources.get(key, where))

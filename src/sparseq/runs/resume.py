@@ -26,6 +26,7 @@ from sparseq.pipeline.config.schema import PipelineConfig
 from sparseq.runs.checkpoint import Checkpointer, CheckpointError
 from sparseq.runs.provenance import add_segment, read_run_record
 from sparseq.runs.seed_run import pack_of
+from sparseq.runs.xla_threads import one_intra_op_thread_for_overlap
 
 # Keys a resumed run may change: they extend the run or only change how it is shown.
 CHANGEABLE = {"run.total_steps", "run.progress", "run.wandb.mode", "run.log_every", "run.chunk_seconds"}
@@ -139,6 +140,7 @@ def prepare_resume(run: str, overrides: list[str]) -> ResumePlan:
     refused = [d for d in changes if d.split(" ", 1)[0] not in CHANGEABLE]
     if refused:
         raise ConfigError("command line", f"cannot change a resumed run's pipeline: {'; '.join(refused)}")
+    one_intra_op_thread_for_overlap(config.learner.options.overlap)  # orbax starts the backend
     checkpoints = checkpoints_of(folder, config)
     checkpointer = Checkpointer(checkpoints, include_replay=config.run.checkpoint_replay)
     step, meta = latest_readable(checkpointer)

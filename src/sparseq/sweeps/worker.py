@@ -65,9 +65,11 @@ def _resume(job: Job) -> Any | None:
 def _train(job: Job) -> Any:
     from sparseq.pipeline.config.loader import load_pipeline
     from sparseq.runs.runner import train
+    from sparseq.runs.xla_threads import one_intra_op_thread_for_overlap
 
     _clear(job)  # a half-written folder of a run that died before its first checkpoint
     config, _, _ = load_pipeline(Path(job.pipeline_path), job.flags)
+    one_intra_op_thread_for_overlap(config.learner.options.overlap)
     return train(config, name=job.run_id, folder=Path(job.folder))
 
 
