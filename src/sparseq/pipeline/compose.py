@@ -356,8 +356,13 @@ def _overlapped_collect(pipeline: Any, state: Any, learn: Any) -> tuple[Any, dic
 
     Nothing in the data asks for that order, and XLA:CPU would wait for the pool
     right after sending (it drops `optimization_barrier`s before it schedules), so
-    two dependencies that change no value pin it: the learning key depends on the
-    sent handle, the handle the receive waits on depends on every learned leaf."""
+    dependencies that change no value pin it: the learning key depends on the sent
+    handle; the handle the receive waits on, and what the transition takes from
+    before the step (observation, action, reset flag), depend on every learned leaf.
+    The last keeps the replay's writes after the gradient steps' reads of it: XLA
+    otherwise wrote the observation and action early and copied the buffers they go
+    into, twice, for the reads (2 x 370 kB a step for a 10k LunarLander replay; it
+    grows with the replay)."""
     steps_before = state.env_steps
     learn_from = pipeline.overlap_source(state)
     state, sent = pipeline.send(state)
@@ -368,20 +373,37 @@ def _overlapped_collect(pipeline: Any, state: Any, learn: Any) -> tuple[Any, dic
     )
     ahead, operator_metrics = pipeline.apply_operators(ahead, steps_before)
     metrics = {**learn_metrics, **operator_metrics}
-    handle = _after(state.collector.handle, (ahead.learner, ahead.operators, metrics))
-    state, collected = pipeline.receive(eqx.tree_at(lambda s: s.collector.handle, state, handle), sent)
+    zero = _zero_after((ahead.learner, ahead.operators, metrics))
+    waiting = jax.tree.map(lambda x: _plus(x, zero), (state.collector, sent.actions))
+    state = eqx.tree_at(lambda s: s.collector, state, waiting[0])
+    state, collected = pipeline.receive(state, eqx.tree_at(lambda s: s.actions, sent, waiting[1]))
     return state, jax.tree.map(lambda x: x[None], collected), ahead, metrics
 
 
 def _after(value: Array, tree: Any) -> Array:
-    """`value` (integers, or typed keys), made to depend on every leaf of `tree`: plus
-    a zero that XLA cannot fold away, since it reads the first element of each leaf."""
+    """`value`, made to depend on every leaf of `tree` (see `_plus`)."""
+    return _plus(value, _zero_after(tree))
+
+
+def _zero_after(tree: Any) -> Array:
+    """A () uint8 zero that XLA cannot fold away, since it reads the first element of
+    every leaf of `tree`."""
     first = [_as_float(jnp.ravel(leaf)[0]) for leaf in jax.tree.leaves(tree) if jnp.size(leaf)]
     total = sum(first, jnp.zeros((), jnp.float32))
-    zero = ((total != total) & (total == total)).astype(jnp.uint8)  # False for every float
+    return ((total != total) & (total == total)).astype(jnp.uint8)  # False for every float
+
+
+def _plus(value: Array, zero: Array) -> Array:
+    """`value` (any dtype, typed keys included) plus `zero`, bit for bit unchanged:
+    floats through their bits, since -0.0 + 0 would be +0.0."""
     if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
         data = jax.random.key_data(value)
-        return jax.random.wrap_key_data(data + zero.astype(data.dtype), impl=jax.random.key_impl(value))
+        return jax.random.wrap_key_data(_plus(data, zero), impl=jax.random.key_impl(value))
+    if value.dtype == jnp.bool_:
+        return value | zero.astype(jnp.bool_)
+    if jnp.issubdtype(value.dtype, jnp.floating):
+        bits = jnp.dtype(f"uint{8 * value.dtype.itemsize}")
+        return jax.lax.bitcast_convert_type(_plus(jax.lax.bitcast_convert_type(value, bits), zero), value.dtype)
     return value + zero.astype(value.dtype)
 
 
