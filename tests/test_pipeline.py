@@ -295,3 +295,24 @@ def test_overlap_schedules_the_gradient_step_between_send_and_receive():
     plain_state, _ = _learning_state(plain)
     send, recv, gradient = _schedule_positions(plain, plain_state)
     assert gradient and recv < min(gradient)
+
+
+def _replay_copies(pipeline: Pipeline, state) -> list[str]:
+    """The copies of replay-sized buffers (one row per slot) in the runner's compiled loop."""
+    from sparseq.runs.runner import ChunkRunner
+
+    runner = ChunkRunner(pipeline, "scan", max_cycles=16)
+    control = (jnp.asarray(4, jnp.int32), jnp.asarray(True))
+    text = runner._loop().lower(control, state).compile().compiled.as_text()
+    rows = f"[{pipeline.replay.slots},"
+    return [line.strip()[:120] for line in text.splitlines() if " copy(" in line and rows in line.split("copy(")[0]]
+
+
+def test_overlapped_loop_writes_the_replay_in_place():
+    """The replay's writes wait for the gradient steps' reads of it: else XLA copies
+    the buffers it writes early (observation, action), every step, for the reads."""
+    overlapped = dataclasses.replace(cartpole_pipeline(target="online"), overlap=True)
+    state, _ = _learning_state(overlapped)
+    assert _replay_copies(overlapped, state) == []
+    plain = cartpole_pipeline(target="online")
+    assert _replay_copies(plain, _learning_state(plain)[0]) == []
