@@ -208,3 +208,36 @@ def test_dedup_equals_full_stack_buffer_on_pong_frames(padding):
         assert (first[:, :3] == 0).all()
     else:
         assert all((first[:, i] == first[:, 3]).all() for i in range(3))
+
+
+def test_a_stream_built_replay_equals_the_added_one():
+    """The offline path builds the state directly; it matches T adds, leaf for leaf
+    (the next entry's episode position included)."""
+    from sparseq.stages.datasets.stream import Stream, replay_state_from_stream
+
+    stream = scripted_stream(num_envs=1, steps=40, padding="zeros", seed=3)
+    replay = FrameDedupReplay(capacity=64, batch_size=4, num_envs=1, stack_num=STACK)
+    added = fill(replay, stream)
+    newest = {k: getattr(stream, k)[:, 0] for k in Transition._fields}
+    newest["obs"] = newest["obs"][:, -FRAME[0] :]
+    built = replay_state_from_stream(replay, Stream(**newest))
+    for name, a, b in zip(type(added).__dataclass_fields__, jax.tree.leaves(added), jax.tree.leaves(built)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+
+
+def test_adds_update_the_rings_in_place():
+    """`add` reads no ring: a write fused with a read of a ring at another index is
+    not done in place, and XLA then copies the ring every step."""
+    replay = FrameDedupReplay(capacity=3000, batch_size=4, num_envs=1, stack_num=STACK)
+    stream = jax.tree.map(jnp.asarray, scripted_stream(num_envs=1, steps=4, padding="zeros"))
+    state = replay.init((STACK * FRAME[0], *FRAME[1:]), jnp.uint8)
+
+    def four_adds(state, stream):
+        for t in range(4):
+            state = replay.add(state, jax.tree.map(lambda x, t=t: x[t], stream))
+        return state
+
+    text = jax.jit(four_adds, donate_argnums=0).lower(state, stream).compile().as_text()
+    rings = (f"[{replay.slots},", f"[{replay.frame_slots},")
+    copies = [line for line in text.splitlines() if " copy(" in line and any(r in line for r in rings)]
+    assert copies == []

@@ -357,12 +357,12 @@ def _overlapped_collect(pipeline: Any, state: Any, learn: Any) -> tuple[Any, dic
     Nothing in the data asks for that order, and XLA:CPU would wait for the pool
     right after sending (it drops `optimization_barrier`s before it schedules), so
     dependencies that change no value pin it: the learning key depends on the sent
-    handle; the handle the receive waits on, and what the transition takes from
-    before the step (observation, action, reset flag), depend on every learned leaf.
-    The last keeps the replay's writes after the gradient steps' reads of it: XLA
-    otherwise wrote the observation and action early and copied the buffers they go
-    into, twice, for the reads (2 x 370 kB a step for a 10k LunarLander replay; it
-    grows with the replay)."""
+    handle; the handle the receive waits on, what the transition takes from before
+    the step (observation, action, reset flag) and the replay's write cursor depend on
+    every learned leaf. The cursor keeps every replay write (at slots derived from it)
+    after the gradient steps' reads of the replay: XLA otherwise wrote the observation
+    and action early and copied the buffers they go into, twice, for the reads
+    (2 x 370 kB a step for a 10k LunarLander replay; it grows with the replay)."""
     steps_before = state.env_steps
     learn_from = pipeline.overlap_source(state)
     state, sent = pipeline.send(state)
@@ -374,8 +374,8 @@ def _overlapped_collect(pipeline: Any, state: Any, learn: Any) -> tuple[Any, dic
     ahead, operator_metrics = pipeline.apply_operators(ahead, steps_before)
     metrics = {**learn_metrics, **operator_metrics}
     zero = _zero_after((ahead.learner, ahead.operators, metrics))
-    waiting = jax.tree.map(lambda x: _plus(x, zero), (state.collector, sent.actions))
-    state = eqx.tree_at(lambda s: s.collector, state, waiting[0])
+    waiting = jax.tree.map(lambda x: _plus(x, zero), (state.collector, sent.actions, state.replay.count))
+    state = eqx.tree_at(lambda s: (s.collector, s.replay.count), state, (waiting[0], waiting[2]))
     state, collected = pipeline.receive(state, eqx.tree_at(lambda s: s.actions, sent, waiting[1]))
     return state, jax.tree.map(lambda x: x[None], collected), ahead, metrics
 

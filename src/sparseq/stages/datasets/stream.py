@@ -175,6 +175,9 @@ def replay_state_from_stream(replay: UniformReplay, stream: Stream, after: int =
     }
     if isinstance(replay, FrameDedupReplay):
         frames = slotted(stream.obs, 0, replay.frame_slots)
-        positions = slotted(episode_positions(stream.is_reset_step, replay.stack_num), 0, replay.frame_slots)
-        return FrameDedupState(frames=frames, episode_pos=positions, **metadata)
+        written = episode_positions(stream.is_reset_step, replay.stack_num)
+        positions = slotted(written, 0, replay.frame_slots)
+        last = (written[-1:], stream.is_reset_step[-1:]) if length and not after else (np.zeros(1, np.uint8), True)
+        next_pos = replay.position_after(jnp.asarray(last[0]), jnp.asarray(last[1]))
+        return FrameDedupState(frames=frames, episode_pos=positions, **metadata, next_pos=next_pos)
     return ReplayState(obs=slotted(stream.obs, 0), **metadata)

@@ -18,6 +18,10 @@ Layout (C = transition slots per stream, as in UniformReplay; S = stack size):
   observation, S - 1): frame t - lag belongs to the same episode as observation t iff
   lag <= episode_pos[t]. It is written at `add` time from the previous entry (the
   entry after an auto-reset step starts a new episode), so it survives wrap-around.
+  The next entry's position is carried as an (N,) cursor, `next_pos`, rather than read
+  back from the rings: a write fused with a read of its own ring (or of the reset-flag
+  ring) at another index cannot update it in place, so XLA copied both rings every
+  step (2 MB a step at 1M transitions).
 
 Frames from before the episode start are rebuilt as zeros (`padding="zeros"`, the
 Dopamine protocol; sparseq's Atari collector zero-pads what the agent acts on the same
@@ -50,6 +54,7 @@ class FrameDedupState(eqx.Module):
     truncated: Array  # (C, N) bool
     is_reset_step: Array  # (C, N) bool
     count: Array  # () int32: time steps written so far (per stream)
+    next_pos: Array  # (N,) uint8: episode_pos the next entry of each stream gets
 
 
 class FrameDedupReplay(UniformReplay):
@@ -82,16 +87,14 @@ class FrameDedupReplay(UniformReplay):
             frames=jnp.zeros((f, n, *self._frame_shape(obs_shape)), obs_dtype),
             episode_pos=jnp.zeros((f, n), jnp.uint8),
             **self.empty_metadata(),
+            next_pos=jnp.zeros((n,), jnp.uint8),  # as after the all-True initial flags
         )
 
     def add(self, state: FrameDedupState, transition: Transition) -> FrameDedupState:
         """Writes one time step of every stream; only the newest frame of the stack."""
         u = state.count
         slot, frame_slot = u % self.slots, u % self.frame_slots
-        # The previous entry was written at u - 1 (or is the all-True initial flag).
-        previous_reset = state.is_reset_step[(u - 1) % self.slots]
-        previous_pos = state.episode_pos[(u - 1) % self.frame_slots]
-        pos = jnp.where(previous_reset, 0, jnp.minimum(previous_pos + 1, self.stack_num - 1))
+        pos = state.next_pos
         channels = state.frames.shape[2]
         newest = transition.obs[:, -channels:]  # (N, c, H, W)
 
@@ -107,7 +110,14 @@ class FrameDedupReplay(UniformReplay):
             truncated=write(state.truncated, transition.truncated, slot),
             is_reset_step=write(state.is_reset_step, transition.is_reset_step, slot),
             count=u + 1,
+            next_pos=self.position_after(pos, transition.is_reset_step),
         )
+
+    def position_after(self, pos: Array, is_reset_step: Array) -> Array:
+        """(N,) uint8 position of the entry after one at `pos` with these reset flags:
+        the entry after an auto-reset entry starts an episode."""
+        following = jnp.minimum(pos.astype(jnp.int32) + 1, self.stack_num - 1)
+        return jnp.where(is_reset_step, 0, following).astype(jnp.uint8)
 
     def gather_obs(self, state: FrameDedupState, times: Array, envs: Array) -> Array:
         """Rebuilds stacks at absolute times `times` of streams `envs`, each (B,) int32
@@ -140,7 +150,7 @@ def replay_bytes(
 
     obs_shape is the stacked observation, e.g. (4, 84, 84). Metadata per slot: int32
     action, float32 reward, three bool flags; plus one uint8 episode position per
-    frame slot when deduplicating.
+    frame slot, and the (N,) uint8 next position, when deduplicating.
     """
     slots = max(capacity // num_envs, n_step + 2)
     obs_size = 1
@@ -151,4 +161,4 @@ def replay_bytes(
         return slots * num_envs * obs_size * obs_itemsize + metadata
     frame_slots = slots + stack_num - 1
     frame_size = obs_size // stack_num
-    return frame_slots * num_envs * (frame_size * obs_itemsize + 1) + metadata
+    return frame_slots * num_envs * (frame_size * obs_itemsize + 1) + metadata + num_envs
