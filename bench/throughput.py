@@ -536,6 +536,22 @@ def atari_full(ctx: Context) -> None:
             ctx.report(f"{label} full / bound", sps / bound, "x", target=">= 0.8")
 
 
+@section("atari-capacity")
+def atari_capacity(ctx: Context) -> None:
+    """DQN Pong-v5 full loop with the papers' 1M replay (frame-deduplicated, 7.1 GB) next to a 10k one."""
+    # The cycle's cost should not grow with the capacity: sampling and writing touch a
+    # batch and a transition, not the buffer. Needs ~7.5 GB of memory.
+    timers = {}
+    for capacity in (1_000_000, 10_000):
+        config = load_config(ATARI, ["--replay.capacity", str(capacity), "--learner.warmup", "64"])
+        pipeline = build_pipeline(config)
+        timers[capacity] = runner_timer(pipeline, loop_kind(config), ctx.size(40, 10))
+    rates = interleaved_rates(timers, ctx.size(5, 2))
+    for capacity, sps in rates.items():
+        ctx.report(f"full loop, replay {capacity:,}", sps, "steps/s", note="interleaved")
+    ctx.report("1M / 10k replay", rates[1_000_000] / rates[10_000], "x", target="~1")
+
+
 # ---------------------------------------------------------------------------------
 # EauDeQN / PolyPruneQN (issue 4): the masked population's update and full-loop cost
 
