@@ -543,7 +543,7 @@ def atari_capacity(ctx: Context) -> None:
     # batch and a transition, not the buffer. Needs ~7.5 GB of memory.
     timers = {}
     for capacity in (1_000_000, 10_000):
-        config = load_config(ATARI, ["--replay.capacity", str(capacity), "--learner.warmup", "64"])
+        config = load_config(ATARI, [*ATARI_OVERRIDES, "--replay.capacity", str(capacity)])
         pipeline = build_pipeline(config)
         timers[capacity] = runner_timer(pipeline, loop_kind(config), ctx.size(40, 10))
     rates = interleaved_rates(timers, ctx.size(5, 2))
